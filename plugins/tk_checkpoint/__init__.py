@@ -1,0 +1,1 @@
+"""Item-level, crash-safe JSON checkpoints for the tk_ingest loaders."""

@@ -1,0 +1,16 @@
+# Shared settings for the local stack (sourced by the other scripts and by .ci/run).
+# Every value can be overridden from the environment; none of them is a production secret.
+: "${TK_ROOT:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+: "${TK_VENV:=$TK_ROOT/.venv}"
+: "${TK_STATE_DIR:=$TK_ROOT/.local}"          # ignored: data, logs, pid files of local services
+: "${NEO4J_HOME_DIR:=$TK_STATE_DIR/neo4j}"
+: "${NEO4J_BOLT_HOST:=127.0.0.1}"
+: "${NEO4J_BOLT_PORT:=7687}"
+: "${NEO4J_PASSWORD:=tk-local-password}"
+: "${NEO4J_PAGECACHE_MB:=256}"
+: "${NEO4J_HEAP:=1g}"
+: "${TK_REPLAY_PORT:=8765}"
+: "${TK_CHECKPOINT_BASE:=$TK_STATE_DIR/checkpoints}"
+: "${AIRFLOW_CONN_NEO4J_DEFAULT:={\"conn_type\":\"neo4j\",\"host\":\"$NEO4J_BOLT_HOST\",\"port\":$NEO4J_BOLT_PORT,\"login\":\"neo4j\",\"password\":\"$NEO4J_PASSWORD\"}}"
+export TK_ROOT TK_VENV TK_STATE_DIR NEO4J_HOME_DIR NEO4J_BOLT_HOST NEO4J_BOLT_PORT NEO4J_PASSWORD \
+       NEO4J_PAGECACHE_MB NEO4J_HEAP TK_REPLAY_PORT TK_CHECKPOINT_BASE AIRFLOW_CONN_NEO4J_DEFAULT
