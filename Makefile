@@ -1,0 +1,33 @@
+# Local stack without Docker. `make help` lists the targets.
+SHELL := /bin/bash
+ENV := source scripts/env.sh &&
+PY := .venv/bin/python
+
+.PHONY: help setup run test lint format neo4j-start neo4j-stop neo4j-status bench
+
+help: ## this list
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## install everything: venv (pinned), the project, Neo4j 5.26 from Maven Central
+	@bash scripts/setup.sh
+
+run: setup ## the main job: Neo4j + airflow standalone + TK API (or offline replay) + trigger tk_ingest + summary
+	@bash scripts/run_local.sh
+
+test: setup ## run the test suite (starts Neo4j when it is not running)
+	@$(ENV) .venv/bin/pytest $(PYTEST_ARGS)
+
+lint: setup ## ruff check + format check
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format: setup ## apply ruff fixes and formatting
+	@.venv/bin/ruff check --fix . && .venv/bin/ruff format .
+
+neo4j-start: setup ## start the local Neo4j (bolt://127.0.0.1:$$NEO4J_BOLT_PORT, default 7687)
+	@bash scripts/neo4j.sh start
+
+neo4j-stop: ## stop the local Neo4j
+	@bash scripts/neo4j.sh stop
+
+neo4j-status: ## is the local Neo4j running?
+	@bash scripts/neo4j.sh status

@@ -1,0 +1,377 @@
+"""TK OData client: API profiles, a ``$metadata`` check, streaming pages over a window, retries.
+
+    client = TKClient(ApiSettings.from_env())
+    client.check_metadata({"Zaak": EntityRequirement(properties=["Id", "Nummer"], navigations=["Document"])})
+    for page in client.iter_pages("Zaak", start, end, select=["Id", "Nummer"], expand=["Document"]):
+        ...  # one list of canonical-named dicts per server page
+
+Paging is server-driven: the first request carries no ``$top`` and no ``$skip``, every next request is the
+server's ``@odata.nextLink`` verbatim (``$skiptoken=Id-<guid>``), so memory is one page whatever the
+result size. Windows are half-open ``[start, end)`` on ``ApiGewijzigdOp``; tombstones (``Verwijderd:
+true``) pass through, because a delta that filtered them out would never see a deletion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from include.loaders.api_metadata import (
+    EntityRequirement,
+    ODataSchema,
+    check_requirements,
+)
+from include.loaders.api_profiles import ApiProfile
+from include.loaders.settings import ApiSettings
+
+__all__ = [
+    "ApiError",
+    "EntityRequirement",
+    "MetadataMismatch",
+    "ODataSchema",
+    "TKClient",
+    "format_datetime",
+    "window_filter",
+]
+
+log = logging.getLogger(__name__)
+
+WATERMARK = "ApiGewijzigdOp"
+
+# Characters left as they are in query values: readable URLs, and what the real API's clients send.
+_SAFE = "$(),:'=/"
+
+
+class ApiError(RuntimeError):
+    """A request to the TK API failed for good.
+
+    Attributes:
+        url: the URL of the failing request.
+        status: the HTTP status, or None when no response came (connection error, timeout).
+        server_message: the message of the OData error body, when there was one.
+    """
+
+    def __init__(self, message: str, url: str, status: int | None = None, server_message: str | None = None):
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.server_message = server_message
+
+
+class MetadataMismatch(ApiError):
+    """The API's ``$metadata`` lacks entity sets, keys, properties or navigations the loaders rely on.
+
+    Attributes:
+        problems: one line per missing or renamed item, e.g.
+            ``"Agendapunt: property 'Activiteit_Id' is missing (renamed to 'ActiviteitId'?)"``.
+    """
+
+    def __init__(self, url: str, profile: str, problems: list[str]):
+        lines = "\n  - ".join(problems)
+        super().__init__(
+            f"The TK API at {url} (profile {profile}) does not offer what the loaders need; "
+            f"nothing was loaded:\n  - {lines}\n"
+            "If the API changed, update the profile in include/loaders/api_profiles.py or the entity "
+            "table; if the wrong version is configured, set TK_API_PROFILE / TK_API_BASE_URL.",
+            url,
+        )
+        self.problems = problems
+
+
+def format_datetime(value: datetime) -> str:
+    """An unquoted OData DateTimeOffset literal in UTC (``2024-06-01T00:00:00Z``).
+
+    Raises ValueError for naive datetimes: a window must not depend on the machine's time zone.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"Window bound {value!r} has no time zone; pass an aware datetime (UTC).")
+    utc = value.astimezone(UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+def window_filter(start: datetime | None, end: datetime | None, prop: str = WATERMARK) -> str | None:
+    """The ``$filter`` of the half-open window ``[start, end)`` on ``prop``, or None for no bound."""
+    parts = []
+    if start is not None:
+        parts.append(f"{prop} ge {format_datetime(start)}")
+    if end is not None:
+        parts.append(f"{prop} lt {format_datetime(end)}")
+    if start is not None and end is not None and start >= end:
+        raise ValueError(f"Empty window: start {start.isoformat()} is not before end {end.isoformat()}.")
+    return " and ".join(parts) or None
+
+
+def _odata_message(resp: requests.Response) -> str | None:
+    """The ``error.message`` of an OData JSON error body, else a short excerpt of the body."""
+    try:
+        body = resp.json()
+        msg = body["error"]["message"]
+        return str(msg)
+    except (ValueError, KeyError, TypeError):
+        text = resp.text.strip()
+        return text[:300] if text else None
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class TKClient:
+    """A client of the TK OData API for one profile (see :mod:`include.loaders.api_profiles`).
+
+    Args:
+        settings: base URL, profile, timeouts and retry policy; ``ApiSettings.from_env()`` when None.
+        session: a ``requests.Session`` to use (the client creates and owns one when None).
+        sleep: how to wait between retries (tests pass a recorder).
+        rng: the jitter source (tests pass a seeded ``random.Random``).
+    """
+
+    def __init__(
+        self,
+        settings: ApiSettings | None = None,
+        session: requests.Session | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ):
+        self.settings = settings or ApiSettings.from_env()
+        self.profile: ApiProfile = self.settings.api_profile
+        self.root = self.settings.service_root
+        self._own_session = session is None
+        self._session = session or requests.Session()
+        self._session.headers.setdefault("User-Agent", self.settings.user_agent)
+        self._session.headers["Accept"] = "application/json"
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._schema: ODataSchema | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the HTTP session if the client created it."""
+        if self._own_session:
+            self._session.close()
+
+    def __enter__(self) -> TKClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- metadata ----------------------------------------------------------------------------------
+    def metadata(self, refresh: bool = False) -> ODataSchema:
+        """The parsed ``$metadata`` of the service (fetched once, with retries)."""
+        if self._schema is None or refresh:
+            url = f"{self.root}/$metadata"
+            resp = self._get(url, accept="application/xml")
+            try:
+                self._schema = ODataSchema.from_xml(resp.content)
+            except ValueError as e:
+                raise ApiError(f"Cannot read $metadata at {url}: {e}", url, resp.status_code) from e
+        return self._schema
+
+    def check_metadata(self, requirements: Mapping[str, EntityRequirement]) -> ODataSchema:
+        """Fail with :class:`MetadataMismatch` unless every required item exists in ``$metadata``.
+
+        ``requirements`` maps entity set names to :class:`EntityRequirement` in canonical names; the
+        check translates them with the profile. Call it before loading anything.
+        """
+        schema = self.metadata()
+        report = check_requirements(schema, requirements, self.profile)
+        if not report.ok:
+            raise MetadataMismatch(f"{self.root}/$metadata", self.profile.name, report.problems)
+        log.info(
+            "TK API %s (profile %s): $metadata offers all %d required entity sets",
+            self.root,
+            self.profile.name,
+            len(requirements),
+        )
+        return schema
+
+    # -- queries -----------------------------------------------------------------------------------
+    def _name(self, entity_set: str, canonical: str) -> str:
+        return self.profile.to_profile(entity_set, canonical)
+
+    def build_url(
+        self,
+        entity_set: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        select: Sequence[str] | None = None,
+        expand: Sequence[str] | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> str:
+        """The first URL of a query (canonical names in, profile names out)."""
+        params: list[tuple[str, str]] = []
+        flt = window_filter(start, end, self._name(entity_set, WATERMARK))
+        if flt:
+            params.append(("$filter", flt))
+        if select:
+            params.append(("$select", ",".join(self._name(entity_set, p) for p in select)))
+        if expand:
+            params.append(("$expand", ",".join(f"{nav}($select=Id)" for nav in expand)))
+        params.extend((extra or {}).items())
+        query = "&".join(f"{k}={quote(v, safe=_SAFE)}" for k, v in params)
+        return f"{self.root}/{quote(entity_set)}" + (f"?{query}" if query else "")
+
+    def count(self, entity_set: str, start: datetime | None = None, end: datetime | None = None) -> int:
+        """How many entities (tombstones included) the window ``[start, end)`` holds."""
+        url = self.build_url(entity_set, start, end, extra={"$top": "0", "$count": "true"})
+        body = self._get_json(url)
+        try:
+            return int(body["@odata.count"])
+        except (KeyError, TypeError, ValueError):
+            raise ApiError(f"No @odata.count in the answer to {url}", url, 200) from None
+
+    def iter_pages(
+        self,
+        entity_set: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        select: Sequence[str] | None = None,
+        expand: Sequence[str] | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield the window's entities one server page at a time, with canonical property names.
+
+        Args:
+            entity_set: e.g. ``"Zaak"``.
+            start, end: aware datetimes, the half-open window on ``ApiGewijzigdOp``; None = unbounded.
+            select: canonical property names to fetch (all when None).
+            expand: navigation names, each fetched as ``Nav($select=Id)``: a list of ``{"Id": …}``
+                for collections, a dict or None for single-valued navigations.
+        """
+        url: str | None = self.build_url(entity_set, start, end, select, expand)
+        rename = self.profile.to_canonical_map(entity_set)
+        pages = 0
+        while url:
+            body = self._get_json(url)
+            rows = body.get("value") if isinstance(body, dict) else None
+            if not isinstance(rows, list):
+                raise ApiError(f"The answer to {url} has no 'value' array.", url, 200)
+            if rename:
+                rows = [{rename.get(k, k): v for k, v in row.items()} for row in rows]
+            pages += 1
+            yield rows
+            next_url = body.get("@odata.nextLink")
+            if next_url == url:
+                raise ApiError(f"The server's @odata.nextLink points at the same page again: {url}", url, 200)
+            url = next_url
+        log.debug("TK API %s: %d page(s) of %s", self.root, pages, entity_set)
+
+    def iter_entities(
+        self,
+        entity_set: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        select: Sequence[str] | None = None,
+        expand: Sequence[str] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Like :meth:`iter_pages`, one entity at a time."""
+        for page in self.iter_pages(entity_set, start, end, select, expand):
+            yield from page
+
+    def get_entity(
+        self, entity_set: str, entity_id: str, select: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        """One entity by key (``Zaak(<guid>)``) with canonical names, or None when it does not exist."""
+        params = ""
+        if select:
+            params = "?$select=" + ",".join(self._name(entity_set, p) for p in select)
+        url = f"{self.root}/{quote(entity_set)}({entity_id}){params}"
+        try:
+            body = self._get_json(url)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        rename = self.profile.to_canonical_map(entity_set)
+        return {rename.get(k, k): v for k, v in body.items() if not k.startswith("@odata.")}
+
+    # -- HTTP with retries -------------------------------------------------------------------------
+    def _get_json(self, url: str) -> Any:
+        return self._get(url, parse_json=True)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        s = self.settings
+        delay = self._rng.uniform(0, min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1)))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, s.retry_after_max))
+        return delay
+
+    def _get(self, url: str, *, parse_json: bool = False, accept: str | None = None) -> Any:
+        """GET ``url``; retry what is worth retrying; the response (or its JSON when ``parse_json``)."""
+        s = self.settings
+        headers = {"Accept": accept} if accept else None
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            status: int | None = None
+            try:
+                resp = self._session.get(url, timeout=(s.connect_timeout, s.read_timeout), headers=headers)
+            except requests.Timeout as e:
+                reason = f"timeout ({type(e).__name__})"
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                reason = f"connection error or truncated body ({type(e).__name__}: {e})"
+            except requests.exceptions.ContentDecodingError as e:
+                reason = f"undecodable body ({e})"
+            else:
+                status = resp.status_code
+                if status == 200:
+                    if not parse_json:
+                        return resp
+                    try:
+                        return json.loads(resp.content)
+                    except ValueError as e:
+                        reason = f"malformed or truncated JSON ({e})"
+                elif status == 429 or status >= 500:
+                    retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
+                    reason = f"HTTP {status}: {_odata_message(resp)}"
+                else:
+                    msg = _odata_message(resp)
+                    raise ApiError(
+                        f"TK API refused {url} with HTTP {status}: {msg}. A 4xx means the query is wrong "
+                        "for this API version (check TK_API_PROFILE and the entity table); not retried.",
+                        url,
+                        status,
+                        msg,
+                    )
+            if attempt > s.max_retries:
+                raise ApiError(
+                    f"TK API request failed {attempt} time(s), giving up: {url}: {reason}. "
+                    "The API may be down; retry the task later or raise TK_API_MAX_RETRIES.",
+                    url,
+                    status,
+                )
+            delay = self._backoff(attempt, retry_after)
+            log.warning(
+                "TK API request failed (attempt %d/%d): %s: %s; retrying in %.2f s",
+                attempt,
+                s.max_retries + 1,
+                url,
+                reason,
+                delay,
+            )
+            self._sleep(delay)

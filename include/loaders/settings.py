@@ -1,0 +1,105 @@
+"""Settings of the TK API client, read from the environment with documented defaults.
+
+| variable | default | meaning |
+|---|---|---|
+| ``TK_API_BASE_URL`` | ``https://gegevensmagazijn.tweedekamer.nl`` | server root; the profile adds its path. A base that already ends with the profile's path (``…/OData/v4/2.0``) is accepted too. |
+| ``TK_API_PROFILE`` | ``v4/2.0`` | API version: ``v4/2.0`` or ``v5`` (see ``api_profiles``) |
+| ``TK_API_CONNECT_TIMEOUT`` | ``15`` | seconds to open a connection |
+| ``TK_API_READ_TIMEOUT`` | ``180`` | seconds to wait for a response (the real API takes 23-48 s on some queries) |
+| ``TK_API_MAX_RETRIES`` | ``8`` | retries per request after the first attempt (5xx, 429, timeouts, broken bodies) |
+| ``TK_API_BACKOFF_BASE`` | ``2`` | first backoff in seconds; doubles per attempt, with full jitter |
+| ``TK_API_BACKOFF_MAX`` | ``120`` | cap on one backoff |
+| ``TK_API_RETRY_AFTER_MAX`` | ``600`` | cap on a server's ``Retry-After`` |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from include.loaders.api_profiles import DEFAULT_PROFILE, ApiProfile, get_profile
+
+DEFAULT_BASE_URL = "https://gegevensmagazijn.tweedekamer.nl"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """How to reach the TK OData API and how hard to try.
+
+    Attributes:
+        base_url: server root (``https://gegevensmagazijn.tweedekamer.nl``) or the full service root.
+        profile: API profile name, a key of ``api_profiles.PROFILES``.
+        connect_timeout, read_timeout: seconds, passed to ``requests``.
+        max_retries: retries per request after the first attempt; 0 disables retries.
+        backoff_base, backoff_max: exponential backoff with full jitter, in seconds.
+        retry_after_max: the longest ``Retry-After`` honoured, in seconds.
+        user_agent: sent with every request.
+    """
+
+    base_url: str = DEFAULT_BASE_URL
+    profile: str = DEFAULT_PROFILE
+    connect_timeout: float = 15.0
+    read_timeout: float = 180.0
+    max_retries: int = 8
+    backoff_base: float = 2.0
+    backoff_max: float = 120.0
+    retry_after_max: float = 600.0
+    user_agent: str = "tk-neo4j-airflow (+https://github.com/; TK open data loader)"
+
+    def __post_init__(self) -> None:
+        get_profile(self.profile)  # fails early with the list of known profiles
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"TK_API_BASE_URL must be an http(s) URL, got {self.base_url!r}.")
+        for name in ("connect_timeout", "read_timeout", "backoff_max", "retry_after_max"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"API setting {name} must be > 0, got {getattr(self, name)!r}.")
+        if self.max_retries < 0 or self.backoff_base < 0:
+            raise ValueError("API settings max_retries and backoff_base must be >= 0.")
+
+    @property
+    def api_profile(self) -> ApiProfile:
+        """The :class:`ApiProfile` named by :attr:`profile`."""
+        return get_profile(self.profile)
+
+    @property
+    def service_root(self) -> str:
+        """The OData service root, e.g. ``https://gegevensmagazijn.tweedekamer.nl/OData/v4/2.0``."""
+        base = self.base_url.rstrip("/")
+        path = self.api_profile.path
+        return base if base.endswith(path) else base + path
+
+    def with_overrides(self, **changes: object) -> ApiSettings:
+        """A copy with some fields changed (tests, CLI flags)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
+        """Settings from ``TK_API_*`` environment variables (or ``env``), defaults for the rest.
+
+        Raises ValueError naming the variable when a value cannot be parsed.
+        """
+        env = os.environ if env is None else env
+        kwargs: dict[str, object] = {}
+        specs: list[tuple[str, str, type]] = [
+            ("TK_API_BASE_URL", "base_url", str),
+            ("TK_API_PROFILE", "profile", str),
+            ("TK_API_CONNECT_TIMEOUT", "connect_timeout", float),
+            ("TK_API_READ_TIMEOUT", "read_timeout", float),
+            ("TK_API_MAX_RETRIES", "max_retries", int),
+            ("TK_API_BACKOFF_BASE", "backoff_base", float),
+            ("TK_API_BACKOFF_MAX", "backoff_max", float),
+            ("TK_API_RETRY_AFTER_MAX", "retry_after_max", float),
+        ]
+        for var, attr, typ in specs:
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                kwargs[attr] = typ(raw.strip())
+            except ValueError:
+                raise ValueError(
+                    f"Environment variable {var}={raw!r} is not a valid {typ.__name__}; "
+                    f"fix or unset it (default: {getattr(cls, attr)!r})."
+                ) from None
+        return cls(**kwargs)  # type: ignore[arg-type]
