@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 PY := .venv/bin/python
 
-.PHONY: help setup run test lint format neo4j-start neo4j-stop neo4j-status bench
+.PHONY: help setup run stop test lint format neo4j-start neo4j-stop neo4j-status bench
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -11,8 +11,13 @@ help: ## this list
 setup: ## install everything: venv (pinned), the project, Neo4j 5.26 from Maven Central
 	@bash scripts/setup.sh
 
-run: setup ## the main job: Neo4j + airflow standalone + TK API (or offline replay) + trigger tk_ingest + summary
-	@bash scripts/run_local.sh
+run: setup ## the main job: Neo4j + airflow standalone + TK API (offline replay if unreachable) + trigger tk_ingest + summary
+	@bash scripts/neo4j.sh start
+	@$(ENV) $(PY) scripts/local_stack.py run $(RUN_ARGS)
+
+stop: ## stop everything `make run` started (Airflow, offline TK API, Neo4j)
+	@$(ENV) $(PY) scripts/local_stack.py stop
+	@bash scripts/neo4j.sh stop
 
 test: setup ## run the test suite (starts Neo4j when it is not running)
 	@$(ENV) .venv/bin/pytest $(PYTEST_ARGS)

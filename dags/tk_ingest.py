@@ -1,18 +1,158 @@
-"""Placeholder, replaced by the tk_ingest DAG (issue 6)."""
+"""
+# tk_ingest — Tweede Kamer open data into Neo4j
+
+Loads **Zaak, Document, Vergadering, Agendapunt, Activiteit** and their relationships from the TK
+OData API into Neo4j (connection `neo4j_default`), resumable per item.
+
+* **Daily schedule** (no catch-up): each run loads the entities whose `ApiGewijzigdOp` falls in the
+  run's data interval — updates, new links and deletions (tombstones) of that day.
+* **Backfill**: trigger with conf, e.g.
+  `airflow dags trigger tk_ingest --conf '{"start_date": "2024-06-01"}'`
+  (`end_date` defaults to now; conf overrides the data interval). A long window is split into
+  sub-windows of `window_days` days; each becomes one mapped task instance per entity, with its own
+  checkpoint, so a backfill uses every worker and a failure redoes only its own window.
+* **Tasks**: `setup` checks the window, creates the Neo4j constraints, checks the API `$metadata` and
+  opens the checkpoint run (checkpoint run id = this DAG run's `run_id`). Then one task per entity,
+  `load_zaak` … `load_activiteit`, independent of each other: a failed loader does not stop the others,
+  and the run ends failed if any loader failed.
+* **Retries and clears** reopen the task instance's checkpoint `(run_id, task_id, map_index)` and skip
+  the items already written (the log says how many). `tk-checkpoint resume` clears the failed tasks of
+  the latest unfinished run; `tk-checkpoint list` / `show` tell what each run did.
+
+Settings (environment): `TK_API_BASE_URL`, `TK_API_PROFILE`, `TK_CHECKPOINT_BASE`,
+`TK_TASK_RETRIES` (default 3), `TK_TASK_RETRY_DELAY_SECONDS` (default 60, doubled per try).
+"""
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, get_current_context, task
+
+from include.loaders import pipeline
+
+ENTITY_NAMES = ["Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit"]
+
+DATE_OR_NULL = {"type": ["null", "string"], "format": "date"}
 
 
-@dag(schedule=None, start_date=pendulum.datetime(2024, 1, 1, tz="UTC"), catchup=False, tags=["tk"])
+@dag(
+    dag_id="tk_ingest",
+    schedule="@daily",
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["tweede-kamer", "neo4j"],
+    default_args={
+        "owner": "tk-neo4j-airflow",
+        "retries": int(os.environ.get("TK_TASK_RETRIES", "3")),
+        "retry_delay": timedelta(seconds=float(os.environ.get("TK_TASK_RETRY_DELAY_SECONDS", "60"))),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=30),
+    },
+    params={
+        "start_date": Param(
+            None,
+            **DATE_OR_NULL,
+            title="Start date",
+            description="First day to load (YYYY-MM-DD, by ApiGewijzigdOp). Empty: the data interval.",
+        ),
+        "end_date": Param(
+            None,
+            **DATE_OR_NULL,
+            title="End date",
+            description="Day after the last one to load (exclusive, YYYY-MM-DD). Empty: now.",
+        ),
+        "entities": Param(
+            ENTITY_NAMES,
+            type="array",
+            items={"type": "string", "enum": ENTITY_NAMES},
+            minItems=1,
+            uniqueItems=True,
+            title="Entities",
+            description="Which loaders run.",
+        ),
+        "window_days": Param(
+            pipeline.DEFAULT_WINDOW_DAYS,
+            type="integer",
+            minimum=1,
+            maximum=3660,
+            title="Window size (days)",
+            description="A backfill is split into windows of this many days, loaded in parallel.",
+        ),
+        "batch_size": Param(
+            500,
+            type="integer",
+            minimum=1,
+            maximum=10000,
+            description="Items per Neo4j transaction.",
+        ),
+        "fail_on_item_errors": Param(
+            True,
+            type="boolean",
+            description="Fail a loader task when items still fail after retries (so Airflow retries it).",
+        ),
+        "cleanup_keep": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="When set, keep only this many most recent checkpoint runs (maintenance).",
+        ),
+    },
+)
 def tk_ingest():
-    @task
-    def setup() -> None:
-        return None
+    @task(retries=1)
+    def setup() -> list[dict[str, str]]:
+        ctx = get_current_context()
+        dag_run = ctx["dag_run"]
+        return pipeline.prepare_run(
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            conf=dag_run.conf or {},
+            params=ctx["params"],
+            data_interval_start=ctx.get("data_interval_start"),
+            data_interval_end=ctx.get("data_interval_end"),
+            now=pendulum.now("UTC"),
+        )
 
-    setup()
+    @task
+    def load(entity: str, window: dict[str, str]) -> dict:
+        from airflow.exceptions import AirflowSkipException
+
+        ctx = get_current_context()
+        if entity not in ctx["params"]["entities"]:
+            raise AirflowSkipException(f"{entity} is not in this run's entities")
+        ti = ctx["ti"]
+        return pipeline.run_loader(
+            entity=entity,
+            window=window,
+            run_id=ctx["dag_run"].run_id,
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            map_index=ti.map_index,
+            try_number=ti.try_number,
+            params=ctx["params"],
+        )
+
+    @task
+    def cleanup() -> None:
+        """Optional maintenance: keep the newest `cleanup_keep` checkpoint runs (skipped when unset)."""
+        from airflow.exceptions import AirflowSkipException
+
+        keep = get_current_context()["params"].get("cleanup_keep")
+        if not keep:
+            raise AirflowSkipException("cleanup_keep is not set")
+        pipeline.checkpoint_manager().cleanup_old_runs(keep=int(keep))
+
+    windows = setup()
+    for entity in ENTITY_NAMES:
+        load.override(task_id=pipeline.task_id_for(entity)).partial(entity=entity).expand(
+            window=windows
+        )
+    windows >> cleanup()
 
 
 tk_ingest()

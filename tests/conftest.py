@@ -80,7 +80,8 @@ def neo4j_driver(neo4j_server):
 @pytest.fixture
 def neo4j_empty(neo4j_driver):
     """An empty graph (nodes and relationships deleted; constraints kept, they are idempotent)."""
-    neo4j_driver.execute_query("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS")
+    with neo4j_driver.session() as session:  # CALL … IN TRANSACTIONS needs an implicit transaction
+        session.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
     return neo4j_driver
 
 

@@ -46,7 +46,8 @@ class Kind(Enum):
     DATETIME = "datetime"  # Edm.DateTimeOffset: Neo4j DATETIME with its offset; 0001-01-01 -> null
 
 
-T, I, IO, B, DT = Kind.TEXT, Kind.INT, Kind.INT_OPT, Kind.BOOL, Kind.DATETIME
+# Short names for the table below.
+T, N, N_OPT, B, DT = Kind.TEXT, Kind.INT, Kind.INT_OPT, Kind.BOOL, Kind.DATETIME
 
 # Every entity set has these two timestamps (tk-api/README.md section 1).
 _TIMESTAMPS: dict[str, Kind] = {"GewijzigdOp": DT, "ApiGewijzigdOp": DT}
@@ -161,6 +162,7 @@ class Entity:
 # HuidigeDocumentVersie_Id) are not loaded: their targets are not entities of this graph (yet).
 # --------------------------------------------------------------------------------------------------
 
+# fmt: off
 ENTITIES: Mapping[str, Entity] = MappingProxyType(
     {
         e.name: e
@@ -172,9 +174,9 @@ ENTITIES: Mapping[str, Entity] = MappingProxyType(
                 properties={
                     "Nummer": T, "Soort": T, "Titel": T, "Citeertitel": T, "Alias": T, "Status": T,
                     "Onderwerp": T, "GestartOp": DT, "Organisatie": T, "Grondslagvoorhang": T,
-                    "Termijn": DT, "Vergaderjaar": T, "Volgnummer": IO, "HuidigeBehandelstatus": T,
+                    "Termijn": DT, "Vergaderjaar": T, "Volgnummer": N_OPT, "HuidigeBehandelstatus": T,
                     "Afgedaan": B, "GrootProject": B, "Kabinetsappreciatie": T,
-                },  # fmt: skip
+                },
                 relationships=(
                     Relationship("HAS_DOCUMENT", "Document", navigation="Document",
                                  doc="the documents of the case"),
@@ -182,7 +184,7 @@ ENTITIES: Mapping[str, Entity] = MappingProxyType(
                                  doc="the case is on this agenda item"),
                     Relationship("DISCUSSED_IN", "Activiteit", navigation="Activiteit",
                                  doc="an activity about the case (a manual, content-based link, #49)"),
-                ),  # fmt: skip
+                ),
             ),
             Entity(
                 name="Document",
@@ -190,42 +192,42 @@ ENTITIES: Mapping[str, Entity] = MappingProxyType(
                 doc="A parliamentary document; the file itself is at Document(<id>)/resource.",
                 properties={
                     "Soort": T, "DocumentNummer": T, "Titel": T, "Onderwerp": T, "Datum": DT,
-                    "Vergaderjaar": T, "Kamer": I, "Volgnummer": IO, "Citeertitel": T, "Alias": T,
+                    "Vergaderjaar": T, "Kamer": N, "Volgnummer": N_OPT, "Citeertitel": T, "Alias": T,
                     "DatumRegistratie": DT, "DatumOntvangst": DT, "Aanhangselnummer": T,
-                    "KenmerkAfzender": T, "Organisatie": T, "ContentType": T, "ContentLength": I,
-                },  # fmt: skip
+                    "KenmerkAfzender": T, "Organisatie": T, "ContentType": T, "ContentLength": N,
+                },
                 relationships=(
                     Relationship("FOR_ACTIVITY", "Activiteit", navigation="Activiteit",
                                  doc="the document belongs to this activity"),
                     Relationship("FOR_AGENDA_ITEM", "Agendapunt", navigation="Agendapunt",
                                  doc="the document belongs to this agenda item"),
-                ),  # fmt: skip
+                ),
             ),
             Entity(
                 name="Vergadering",
                 loader="load_vergaderingen",
                 doc="A sitting. The API has no link to Activiteit (#95); its reports (Verslag) are linked.",
                 properties={
-                    "Soort": T, "Titel": T, "Zaal": T, "Vergaderjaar": T, "VergaderingNummer": I,
+                    "Soort": T, "Titel": T, "Zaal": T, "Vergaderjaar": T, "VergaderingNummer": N,
                     "Datum": DT, "Aanvangstijd": DT, "Sluiting": DT, "Kamer": T,
-                },  # fmt: skip
+                },
                 relationships=(
                     Relationship("HAS_REPORT", "Verslag", navigation="Verslag",
                                  doc="the (VLOS) reports of the sitting"),
-                ),  # fmt: skip
+                ),
             ),
             Entity(
                 name="Agendapunt",
                 loader="load_agendapunten",
                 doc="An agenda item of an Activiteit.",
                 properties={
-                    "Nummer": T, "Onderwerp": T, "Aanvangstijd": DT, "Eindtijd": DT, "Volgorde": I,
+                    "Nummer": T, "Onderwerp": T, "Aanvangstijd": DT, "Eindtijd": DT, "Volgorde": N,
                     "Rubriek": T, "Noot": T, "Status": T,
-                },  # fmt: skip
+                },
                 relationships=(
                     Relationship("PART_OF", "Activiteit", foreign_key="Activiteit_Id",
                                  doc="the activity whose agenda holds this item"),
-                ),  # fmt: skip
+                ),
             ),
             Entity(
                 name="Activiteit",
@@ -239,17 +241,18 @@ ENTITIES: Mapping[str, Entity] = MappingProxyType(
                     "Aanvraagdatum": DT, "DatumVerzoekEersteVerlenging": DT,
                     "DatumMededelingEersteVerlenging": DT, "DatumVerzoekTweedeVerlenging": DT,
                     "DatumMededelingTweedeVerlenging": DT, "Vervaldatum": DT,
-                },  # fmt: skip
+                },
             ),
             Entity(
                 name="Verslag",
                 loader="load_verslagen",
                 doc="A (VLOS) report of a Vergadering; its edge HAS_REPORT is owned by Vergadering.",
-                properties={"Soort": T, "Status": T, "ContentType": T, "ContentLength": I},
+                properties={"Soort": T, "Status": T, "ContentType": T, "ContentLength": N},
             ),
         )
     }
 )
+# fmt: on
 """Every entity the loaders know, by name."""
 
 CORE_ENTITIES: tuple[str, ...] = ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit")

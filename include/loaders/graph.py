@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from neo4j import Driver
-from neo4j.exceptions import AuthError, ServiceUnavailable
+from neo4j import Driver, ManagedTransaction
+from neo4j.exceptions import AuthError, ClientError, Forbidden, ServiceUnavailable
+
+from include.loaders.entities import (
+    KEY,
+    TOMBSTONE_FLAG,
+    Entity,
+    Kind,
+    Relationship,
+    all_labels,
+    property_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,3 +61,243 @@ def connect(conn_id: str = DEFAULT_CONN_ID) -> Driver:
             "Is the server running (make neo4j-start)?"
         ) from e
     return driver
+
+
+# ==================================================================================================
+# The writer: constraints, one transaction per batch of UNWIND MERGE (nodes, edges) and DETACH DELETE.
+# ==================================================================================================
+
+_DATETIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+_DATETIME_SENTINEL = "0001-01-01"  # 0001-01-01T00:00:00Z means "unknown" (Vergadering.Sluiting)
+_INT_SENTINEL = -1  # Volgnummer -1 means "no number"
+
+# Neo4j ClientError codes that mean "this data cannot be stored" (split the batch, fail the item);
+# every other error is a bug, a connection or a server problem and propagates.
+_DATA_ERROR_PREFIXES = ("Neo.ClientError.Statement.", "Neo.ClientError.Schema.ConstraintValidationFailed")
+_NOT_DATA_ERRORS = ("Neo.ClientError.Statement.SyntaxError", "Neo.ClientError.Statement.ParameterMissing")
+
+
+class ItemDataError(ValueError):
+    """An API row that cannot be written (no Id, a malformed value): the item fails, the load goes on."""
+
+
+@dataclass(slots=True)
+class PreparedItem:
+    """One API row, ready for the writer.
+
+    ``props`` holds every stored non-temporal property (null included: null removes it from the node),
+    ``temporals`` the DateTimeOffset properties as validated ISO strings (Neo4j parses them with
+    ``datetime()``, keeping the offset and all 7 fractional digits), ``rels`` the target ids per owned
+    relationship type (an empty list removes every edge of that type).
+    """
+
+    id: str
+    deleted: bool = False
+    props: dict[str, Any] = field(default_factory=dict)
+    temporals: dict[str, str | None] = field(default_factory=dict)
+    rels: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_row(self) -> dict[str, Any]:
+        return {"id": self.id, "props": self.props, "t": self.temporals, "rels": self.rels}
+
+
+def item_key(raw: Mapping[str, Any]) -> str:
+    """The checkpoint key of an API row: its Id, or a stable ``no-Id:<hash>`` for a row without one."""
+    rid = raw.get(KEY) if isinstance(raw, Mapping) else None
+    if isinstance(rid, str) and rid:
+        return rid.lower()
+    digest = hashlib.sha1(
+        json.dumps(raw, sort_keys=True, default=str).encode(), usedforsecurity=False
+    ).hexdigest()[:16]
+    return f"no-Id:{digest}"
+
+
+def _datetime_value(entity: Entity, rid: str, name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ItemDataError(f"{entity.name} {rid}: {name}={value!r} is not an ISO 8601 DateTimeOffset.")
+    if value.startswith(_DATETIME_SENTINEL):
+        return None
+    m = _DATETIME_RE.match(value)
+    try:
+        if m is None:
+            raise ValueError("bad format")
+        datetime.fromisoformat(m.group(1) + (m.group(3) if m.group(3) != "Z" else "+00:00"))
+    except ValueError:
+        raise ItemDataError(
+            f"{entity.name} {rid}: {name}={value!r} is not an ISO 8601 DateTimeOffset "
+            "(expected e.g. 2025-10-02T20:46:33.5365131Z)."
+        ) from None
+    return value
+
+
+def _target_ids(entity: Entity, rid: str, rel: Relationship, raw: Mapping[str, Any]) -> list[str]:
+    if rel.foreign_key is not None:
+        value = raw.get(rel.foreign_key)
+        values: list[Any] = [] if value is None else [value]
+    else:
+        value = raw.get(rel.navigation or "")
+        if value is None:
+            values = []
+        elif isinstance(value, list):
+            values = []
+            for v in value:
+                if isinstance(v, Mapping):
+                    if v.get(TOMBSTONE_FLAG):  # a far end known to be deleted gets no edge
+                        continue
+                    values.append(v.get(KEY))
+                else:
+                    values.append(v)
+        else:
+            raise ItemDataError(f"{entity.name} {rid}: navigation {rel.navigation} is not a list: {value!r}.")
+    out: list[str] = []
+    for v in values:
+        if not isinstance(v, str) or not v:
+            raise ItemDataError(f"{entity.name} {rid}: {rel.source} holds an invalid Id {v!r}.")
+        out.append(v.lower())
+    return sorted(set(out))
+
+
+def prepare_item(entity: Entity, raw: Mapping[str, Any]) -> PreparedItem:
+    """Turn one API row of ``entity`` into a :class:`PreparedItem`.
+
+    Raises :class:`ItemDataError` (naming the entity, the Id and the field) for a row without an Id or
+    with a malformed value; the caller marks that item failed and goes on.
+    """
+    if not isinstance(raw, Mapping):
+        raise ItemDataError(f"{entity.name}: an API row is not an object: {raw!r:.200}.")
+    rid = raw.get(KEY)
+    if not isinstance(rid, str) or not rid:
+        raise ItemDataError(f"{entity.name}: a row has no Id (key {item_key(raw)}): {dict(raw)!r:.300}.")
+    rid = rid.lower()
+    if raw.get(TOMBSTONE_FLAG):
+        return PreparedItem(id=rid, deleted=True)
+    item = PreparedItem(id=rid)
+    for api_name, kind in entity.all_properties.items():
+        value = raw.get(api_name)
+        name = property_name(api_name)
+        if kind is Kind.DATETIME:
+            item.temporals[name] = _datetime_value(entity, rid, api_name, value)
+        elif kind is Kind.INT_OPT and value == _INT_SENTINEL:
+            item.props[name] = None
+        else:
+            item.props[name] = value
+    for rel in entity.relationships:
+        item.rels[rel.type] = _target_ids(entity, rid, rel, raw)
+    return item
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when ``exc`` says the *data* of a batch cannot be stored (split it, fail the bad items).
+
+    Connection, authentication, transient and server errors are not data errors: they propagate.
+    """
+    if isinstance(exc, ItemDataError):
+        return True
+    if isinstance(exc, ClientError) and not isinstance(exc, AuthError | Forbidden):
+        code = exc.code or ""
+        return code.startswith(_DATA_ERROR_PREFIXES) and code not in _NOT_DATA_ERRORS
+    return False
+
+
+def _q(name: str) -> str:
+    """A backtick-quoted Cypher identifier (labels and types come from the entity table)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def upsert_query(entity: Entity) -> str:
+    """The Cypher that merges a batch of live rows of ``entity`` with their owned edges (REPLACE)."""
+    label = _q(entity.label)
+    temporal = [property_name(p) for p, k in entity.all_properties.items() if k is Kind.DATETIME]
+    lines = [
+        "UNWIND $rows AS row",
+        f"MERGE (n:{label} {{id: row.id}})",
+        "SET n += row.props",
+    ]
+    if temporal:
+        sets = ", ".join(f"n.{_q(p)} = datetime(row.t.{_q(p)})" for p in temporal)
+        lines.append(f"SET {sets}")
+    for rel in entity.relationships:
+        rtype, target = _q(rel.type), _q(rel.target)
+        lines += [
+            "WITH n, row",
+            "CALL (n, row) {",
+            f"  OPTIONAL MATCH (n)-[old:{rtype}]->(m) WHERE NOT m.id IN row.rels.{rtype}",
+            "  DELETE old",
+            "}",
+            "CALL (n, row) {",
+            f"  UNWIND row.rels.{rtype} AS tid",
+            f"  MERGE (m:{target} {{id: tid}})",
+            f"  MERGE (n)-[:{rtype}]->(m)",
+            "}",
+        ]
+    return "\n".join(lines)
+
+
+def delete_query(entity: Entity) -> str:
+    """The Cypher that removes tombstoned ``entity`` nodes and every edge they have."""
+    return f"UNWIND $ids AS id MATCH (n:{_q(entity.label)} {{id: id}}) DETACH DELETE n"
+
+
+class GraphWriter:
+    """Writes prepared items of the entity table into Neo4j, one transaction per batch.
+
+    Args:
+        driver: a ``neo4j.Driver`` (from :func:`connect`, or any driver in tests and benchmarks).
+        database: the Neo4j database; None = the server's default (or the connection's schema).
+    """
+
+    def __init__(self, driver: Driver, database: str | None = None) -> None:
+        self.driver = driver
+        self.database = database
+        self._queries: dict[str, tuple[str, str]] = {}
+
+    def _queries_for(self, entity: Entity) -> tuple[str, str]:
+        if entity.name not in self._queries:
+            self._queries[entity.name] = (upsert_query(entity), delete_query(entity))
+        return self._queries[entity.name]
+
+    def ensure_constraints(self, labels: Iterable[str] | None = None) -> list[str]:
+        """Create a uniqueness constraint on ``id`` for each label (idempotent; default: every label of the
+        entity table, relationship targets included). Returns the labels covered."""
+        labels = all_labels() if labels is None else sorted(set(labels))
+        with self.driver.session(database=self.database) as session:
+            for label in labels:
+                name = _q(f"tk_{label.lower()}_id")
+                query = f"CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{_q(label)}) REQUIRE n.id IS UNIQUE"
+                try:
+                    session.run(query).consume()
+                except ClientError as e:
+                    # A parallel loader created it between our check and our create: that is fine.
+                    if "EquivalentSchemaRuleAlreadyExists" not in (e.code or ""):
+                        raise
+            session.run("CALL db.awaitIndexes(300)").consume()
+        log.debug("Uniqueness constraints on id present for %s", ", ".join(labels))
+        return list(labels)
+
+    def write_batch(self, entity: Entity, items: Sequence[PreparedItem]) -> None:
+        """Write ``items`` in ONE transaction: merge live rows and their edges, delete tombstones.
+
+        Items with the same id: the last one wins. Raises the driver's error when the transaction fails
+        (use :func:`is_data_error` to tell bad data from a connection or server problem); transient
+        errors (deadlocks, leader switches) are retried by the driver's transaction function.
+        """
+        latest: dict[str, PreparedItem] = {}
+        for item in items:
+            latest.pop(item.id, None)
+            latest[item.id] = item
+        rows = [i.as_row() for i in latest.values() if not i.deleted]
+        ids = [i.id for i in latest.values() if i.deleted]
+        if not rows and not ids:
+            return
+        upsert, delete = self._queries_for(entity)
+
+        def work(tx: ManagedTransaction) -> None:
+            if ids:
+                tx.run(delete, ids=ids).consume()
+            if rows:
+                tx.run(upsert, rows=rows).consume()
+
+        with self.driver.session(database=self.database) as session:
+            session.execute_write(work)

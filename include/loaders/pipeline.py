@@ -1,0 +1,247 @@
+"""What the tasks of the ``tk_ingest`` DAG do, written as plain functions (testable without Airflow).
+
+The DAG file only wires these together; every decision about windows, checkpoints and failure
+handling is made here:
+
+* :func:`resolve_window` turns the run's params and data interval into one half-open window
+  ``[start, end)`` on ``ApiGewijzigdOp`` (conf overrides the interval);
+* :func:`split_window` cuts a long window into sub-windows for dynamic task mapping (parallel backfill);
+* :func:`prepare_run` is the setup task: window checks, Neo4j constraints, the API ``$metadata`` check
+  and the checkpoint run record;
+* :func:`run_loader` is one mapped loader task: it opens the checkpoint of
+  ``(run_id, task_id, map_index)``, runs the one generic load loop and decides the task's outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WINDOW_DAYS = 30
+"""Default size of one mapped sub-window in a backfill."""
+
+DEFAULT_LOOKBACK = timedelta(days=1)
+"""Window of a manual run with neither ``start_date`` nor a data interval: the last day."""
+
+
+class PipelineError(RuntimeError):
+    """A run cannot proceed: bad window, failed items beyond tolerance, … (message says what to do)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open interval ``[start, end)`` on ``ApiGewijzigdOp`` (UTC)."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("Window bounds must be timezone-aware.")
+        if self.end <= self.start:
+            raise PipelineError(
+                f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()}); "
+                "pass an end_date later than start_date, or leave end_date out."
+            )
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-friendly form (XCom, checkpoint meta)."""
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, str]) -> Window:
+        return cls(datetime.fromisoformat(d["start"]), datetime.fromisoformat(d["end"]))
+
+
+def _day_start(value: str | date | datetime) -> datetime:
+    """A ``YYYY-MM-DD`` string, date or datetime as an aware UTC datetime (dates at 00:00 UTC)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as e:
+        raise PipelineError(f"{value!r} is not a date (expected YYYY-MM-DD).") from e
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def resolve_window(
+    params: Mapping[str, Any],
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    now: datetime,
+) -> Window:
+    """The run's window: ``start_date``/``end_date`` from conf win over the data interval.
+
+    A scheduled run loads its data interval (yesterday, for the daily schedule). A triggered run with
+    ``start_date`` loads ``[start_date, end_date or now)``. A triggered run without either loads the
+    last day before ``now``.
+    """
+    start_param, end_param = params.get("start_date"), params.get("end_date")
+    if start_param:
+        start = _day_start(start_param)
+    elif data_interval_start is not None and data_interval_end is not None and not end_param:
+        return Window(data_interval_start, data_interval_end)
+    else:
+        start = None
+    if end_param:
+        end = _day_start(end_param)
+    elif data_interval_end is not None and not start_param:
+        end = data_interval_end
+    else:
+        end = now
+    if start is None:
+        start = end - DEFAULT_LOOKBACK
+    return Window(start, end)
+
+
+def split_window(window: Window, days: int) -> list[Window]:
+    """Consecutive sub-windows of at most ``days`` days covering ``window`` exactly, in order."""
+    if days < 1:
+        raise PipelineError(f"window_days must be at least 1, got {days}.")
+    step = timedelta(days=days)
+    parts, cursor = [], window.start
+    while cursor < window.end:
+        nxt = min(cursor + step, window.end)
+        parts.append(Window(cursor, nxt))
+        cursor = nxt
+    return parts
+
+
+def loader_name(task_id: str, map_index: int | None) -> str:
+    """Checkpoint loader name of a (possibly mapped) task instance: ``load_zaak.3``."""
+    return task_id if map_index is None or map_index < 0 else f"{task_id}.{map_index}"
+
+
+def task_id_for(entity: str) -> str:
+    """The Airflow task id of an entity's loader (``Zaak`` -> ``load_zaak``)."""
+    return f"load_{entity.lower()}"
+
+
+def plan(window: Window, entities: Iterable[str], window_days: int) -> list[dict[str, str]]:
+    """The sub-windows every selected loader maps over (one mapped task instance each)."""
+    from include.loaders.entities import ENTITIES
+
+    unknown = set(entities) - set(ENTITIES)
+    if unknown:
+        raise PipelineError(f"Unknown entities {sorted(unknown)}; choose from {sorted(ENTITIES)}.")
+    return [w.to_dict() for w in split_window(window, window_days)]
+
+
+def checkpoint_manager(base: str | None = None):
+    """The checkpoint manager of ``TK_CHECKPOINT_BASE`` (or ``base``)."""
+    from tk_checkpoint import CheckpointManager
+
+    return CheckpointManager(base)
+
+
+def prepare_run(
+    *,
+    dag_id: str,
+    run_id: str,
+    conf: Mapping[str, Any],
+    params: Mapping[str, Any],
+    data_interval_start: datetime | None,
+    data_interval_end: datetime | None,
+    now: datetime,
+    conn_id: str = "neo4j_default",
+    checkpoint_base: str | None = None,
+) -> list[dict[str, str]]:
+    """The setup task: validate the window, create constraints, check the API, open the checkpoint run.
+
+    Returns the sub-windows the loaders map over (see :func:`plan`). Fails before any loading when the window is
+    empty, Neo4j is unreachable, or the API's ``$metadata`` lacks something the loaders rely on.
+    """
+    from include.loaders.api import TKClient
+    from include.loaders.entities import requirements
+    from include.loaders.graph import connect, ensure_constraints
+    from include.loaders.settings import ApiSettings
+
+    window = resolve_window(params, data_interval_start, data_interval_end, now)
+    entities = list(params.get("entities") or [])
+    windows = plan(window, entities, int(params.get("window_days") or DEFAULT_WINDOW_DAYS))
+    log.info(
+        "Run %s loads %s in [%s, %s) as %d sub-window(s) per entity",
+        run_id,
+        ", ".join(entities),
+        window.start.isoformat(),
+        window.end.isoformat(),
+        len(windows),
+    )
+
+    settings = ApiSettings.from_env()
+    client = TKClient(settings)
+    client.check_metadata(requirements(entities))
+    log.info("API metadata check passed (%s, profile %s)", settings.service_root, settings.profile)
+
+    driver = connect(conn_id)
+    try:
+        ensure_constraints(driver)
+    finally:
+        driver.close()
+
+    manager = checkpoint_manager(checkpoint_base)
+    manager.start_new_run(run_id=run_id, dag_id=dag_id, conf=dict(conf))
+    return windows
+
+
+def run_loader(
+    *,
+    entity: str,
+    window: Mapping[str, str],
+    run_id: str,
+    dag_id: str,
+    task_id: str,
+    map_index: int | None,
+    try_number: int | None,
+    params: Mapping[str, Any],
+    conn_id: str = "neo4j_default",
+    checkpoint_base: str | None = None,
+) -> dict[str, Any]:
+    """One loader task instance: the load loop over ``window`` with the checkpoint of this task instance.
+
+    A retry or a clear of the task reopens the same checkpoint and skips what is done. Items that still
+    fail after the loop's own retries fail the task (so Airflow retries it) unless the run's
+    ``fail_on_item_errors`` param is false.
+    """
+    from include.loaders.api import TKClient
+    from include.loaders.graph import connect
+    from include.loaders.load import load_entity
+    from include.loaders.settings import ApiSettings
+    from tk_checkpoint import LoaderCheckpoint
+
+    win = Window.from_dict(window)
+    manager = checkpoint_manager(checkpoint_base)
+    manager.start_new_run(run_id=run_id, dag_id=dag_id)  # reopens the run of the setup task
+    name = loader_name(task_id, map_index)
+    client = TKClient(ApiSettings.from_env())
+    driver = connect(conn_id)
+    try:
+        with LoaderCheckpoint(
+            manager, name, attempt=try_number, meta={"entity": entity, **win.to_dict()}
+        ) as checkpoint:
+            result = load_entity(
+                entity,
+                client=client,
+                driver=driver,
+                checkpoint=checkpoint,
+                start=win.start,
+                end=win.end,
+                batch_size=int(params.get("batch_size") or 500),
+            )
+    finally:
+        driver.close()
+    summary = result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
+    if summary.get("failed") and params.get("fail_on_item_errors", True):
+        raise PipelineError(
+            f"{summary['failed']} {entity} item(s) in [{win.start.isoformat()}, {win.end.isoformat()}) still "
+            f"failed after retries (see `tk-checkpoint show --run-id '{run_id}'`); the task fails so that "
+            "Airflow retries them. Set the param fail_on_item_errors to false to accept them."
+        )
+    return summary

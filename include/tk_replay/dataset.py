@@ -1,0 +1,314 @@
+"""The data a replay server serves: canonical (v4/2.0) rows per entity set, one link table, ``$metadata``.
+
+Rows are stored once, with the v4/2.0 property names; the server renames them per profile on the way
+out. Many-to-many navigations (``Zaak.Document`` / ``Document.Zaak`` …) come from ONE link table per pair
+(:data:`LINKS`), so both sides always agree. Single-valued navigations follow foreign keys (a property
+``<Nav>_Id``, e.g. ``Agendapunt.Activiteit_Id``), and the collection on the other side (``Activiteit.Agendapunt``)
+is the reverse of that key.
+
+On disk a dataset is a folder: ``<EntitySet>.json`` (a JSON array of rows, or an OData page with a
+``value`` array), optional ``links.json`` (``{"Zaak-Document": [[zaak_id, document_id], …], …}``) and
+optional ``metadata.xml`` (the v4/2.0 ``$metadata``; the real one of Oct 2025 by default). The real samples
+(``include/tk_replay/data``) load as they are: a file name containing an entity set name
+(``motiematcher_zaak_page1_valuearray_noFK.json``) counts for that set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from include.loaders.api_metadata import EntityTypeInfo, ODataSchema
+
+if TYPE_CHECKING:
+    from include.tk_replay.generator import MutationReport
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+METADATA_FILE = "motiematcher_odata_v4_2.0_metadata.xml"
+
+# Fields a tombstone keeps; every other field is null (tk-api/README.md section 3).
+TOMBSTONE_FIELDS = ("Id", "GewijzigdOp", "ApiGewijzigdOp", "Verwijderd")
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """A many-to-many navigation pair served from one link table.
+
+    ``left.left_nav`` lists the right-hand entities, ``right.right_nav`` the left-hand ones.
+    """
+
+    name: str
+    left: str
+    left_nav: str
+    right: str
+    right_nav: str
+
+
+LINKS: tuple[LinkSpec, ...] = (
+    LinkSpec("Zaak-Document", "Zaak", "Document", "Document", "Zaak"),
+    LinkSpec("Zaak-Agendapunt", "Zaak", "Agendapunt", "Agendapunt", "Zaak"),
+    LinkSpec("Zaak-Activiteit", "Zaak", "Activiteit", "Activiteit", "Zaak"),
+    LinkSpec("Document-Activiteit", "Document", "Activiteit", "Activiteit", "Document"),
+    LinkSpec("Document-Agendapunt", "Document", "Agendapunt", "Agendapunt", "Document"),
+    LinkSpec("Zaak-Kamerstukdossier", "Zaak", "Kamerstukdossier", "Kamerstukdossier", "Zaak"),
+    LinkSpec("Document-Kamerstukdossier", "Document", "Kamerstukdossier", "Kamerstukdossier", "Document"),
+)
+LINKS_BY_NAME = {spec.name: spec for spec in LINKS}
+
+
+def guid_sort_key(guid: str) -> tuple[str, str, str, str, str]:
+    """The order SQL Server gives ``uniqueidentifier`` values, the order of the real API's pages.
+
+    The last group sorts first (the real Stemming page and its ``$skiptoken`` follow it), so pages are
+    not in plain string order. Expects the lower-case 36-character form.
+    """
+    return (guid[24:], guid[19:23], guid[14:18], guid[9:13], guid[0:8])
+
+
+_TICKS_PER_SECOND = 10_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DTO_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,7}))?(Z|[+-]\d{2}:\d{2})$")
+
+
+def parse_ticks(value: str) -> int:
+    """An OData DateTimeOffset string as 100-ns ticks since 1970 UTC (exact to the 7th digit)."""
+    m = _DTO_RE.match(value)
+    if not m:
+        raise ValueError(f"not a DateTimeOffset: {value!r}")
+    base, frac, tz = m.groups()
+    dt = datetime.fromisoformat(base + ("+00:00" if tz == "Z" else tz))
+    delta = dt - _EPOCH
+    ticks = (delta.days * 86400 + delta.seconds) * _TICKS_PER_SECOND + delta.microseconds * 10
+    return ticks + (int(frac.ljust(7, "0")) if frac else 0)
+
+
+def format_ticks(ticks: int) -> str:
+    """Ticks as the API writes ``ApiGewijzigdOp``: UTC, 7 fractional digits, ``Z``."""
+    seconds, frac = divmod(ticks, _TICKS_PER_SECOND)
+    dt = datetime.fromtimestamp(seconds, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:07d}Z"
+
+
+class Dataset:
+    """Canonical rows, link tables and ``$metadata`` of one replay server.
+
+    Thread safety: the server reads under :attr:`lock`; :meth:`mutate` and the other writers take it
+    too, so a page is never computed from a half-applied mutation. :attr:`version` changes with every
+    write and invalidates the derived indexes.
+    """
+
+    def __init__(
+        self,
+        rows: dict[str, dict[str, dict[str, Any]]] | None = None,
+        links: dict[str, set[tuple[str, str]]] | None = None,
+        metadata_xml: str | None = None,
+    ):
+        self.metadata_xml = metadata_xml or (DATA_DIR / METADATA_FILE).read_text(encoding="utf-8")
+        self.schema = ODataSchema.from_xml(self.metadata_xml)
+        self.rows: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in self.schema.entity_sets}
+        for name, by_id in (rows or {}).items():
+            self._require_set(name)
+            self.rows[name].update(by_id)
+        self.links: dict[str, set[tuple[str, str]]] = {spec.name: set() for spec in LINKS}
+        for name, pairs in (links or {}).items():
+            if name not in self.links:
+                raise ValueError(f"Unknown link table {name!r}; known: {', '.join(self.links)}")
+            self.links[name].update(pairs)
+        self.lock = threading.RLock()
+        self.version = 0
+        self._cache_version = -1
+        self._sorted: dict[str, list[str]] = {}
+        self._adjacency: dict[tuple[str, str], dict[str, list[str]]] = {}
+        self._ticks: dict[str, int] = {}
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def samples(cls) -> Dataset:
+        """The real v4/2.0 sample pages shipped in ``include/tk_replay/data``."""
+        return cls.load(DATA_DIR)
+
+    @classmethod
+    def generate(cls, n: int, seed: int = 0, **kwargs: Any) -> Dataset:
+        """A synthetic dataset: ``n`` entities per set; see :func:`include.tk_replay.generator.generate`."""
+        from include.tk_replay.generator import generate
+
+        return generate(n, seed, **kwargs)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Dataset:
+        """Read a dataset folder (see the module docstring). Unrecognised JSON files are skipped with a warning."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"Dataset folder {folder} does not exist.")
+        meta_path = folder / "metadata.xml"
+        if not meta_path.exists() and (folder / METADATA_FILE).exists():
+            meta_path = folder / METADATA_FILE
+        metadata_xml = meta_path.read_text(encoding="utf-8") if meta_path.exists() else None
+        ds = cls(metadata_xml=metadata_xml)
+        by_lower = {name.lower(): name for name in ds.schema.entity_sets}
+        for path in sorted(folder.glob("*.json")):
+            if path.name == "links.json":
+                for name, pairs in json.loads(path.read_text(encoding="utf-8")).items():
+                    ds.links.setdefault(name, set()).update((a, b) for a, b in pairs)
+                continue
+            set_name = by_lower.get(path.stem.lower())
+            if set_name is None:
+                tokens = [t for t in re.split(r"[^A-Za-z]+", path.stem.lower()) if t in by_lower]
+                set_name = by_lower[tokens[0]] if tokens else None
+            if set_name is None:
+                log.warning("Skipping %s: its name matches no entity set of $metadata", path)
+                continue
+            body = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(body, dict):
+                body = body.get("value", [body])
+            for row in body:
+                if not isinstance(row, dict) or "Id" not in row:
+                    raise ValueError(f"{path}: every row must be a JSON object with an 'Id'.")
+                ds.rows[set_name][row["Id"]] = {k: v for k, v in row.items() if not k.startswith("@odata.")}
+        log.info("Loaded dataset %s: %s", folder, ds.summary())
+        return ds
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the dataset as a folder that :meth:`load` reads back unchanged."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            for name, by_id in self.rows.items():
+                if by_id:
+                    rows = [by_id[i] for i in self.sorted_ids(name)]
+                    (folder / f"{name}.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+            links = {k: sorted(v) for k, v in self.links.items() if v}
+            (folder / "links.json").write_text(json.dumps(links), encoding="utf-8")
+            (folder / "metadata.xml").write_text(self.metadata_xml, encoding="utf-8")
+        return folder
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _require_set(self, name: str) -> EntityTypeInfo:
+        info = self.schema.entity_sets.get(name)
+        if info is None:
+            raise KeyError(f"Entity set {name!r} is not in $metadata")
+        return info
+
+    def summary(self) -> dict[str, int]:
+        """Rows per non-empty entity set, and links per non-empty link table."""
+        out = {name: len(by_id) for name, by_id in self.rows.items() if by_id}
+        out.update({f"links:{k}": len(v) for k, v in self.links.items() if v})
+        return out
+
+    def _check_cache(self) -> None:
+        if self._cache_version != self.version:
+            self._sorted.clear()
+            self._adjacency.clear()
+            self._cache_version = self.version
+
+    def touch(self) -> None:
+        """Mark the data as changed (call after editing :attr:`rows` or :attr:`links` directly)."""
+        with self.lock:
+            self.version += 1
+
+    def sorted_ids(self, entity_set: str) -> list[str]:
+        """The Ids of ``entity_set`` in the server's default order (:func:`guid_sort_key`)."""
+        self._check_cache()
+        ids = self._sorted.get(entity_set)
+        if ids is None:
+            ids = sorted(self.rows[entity_set], key=guid_sort_key)
+            self._sorted[entity_set] = ids
+        return ids
+
+    def ticks(self, value: str) -> int:
+        """:func:`parse_ticks`, memoised per dataset (filters compare the same strings again and again)."""
+        t = self._ticks.get(value)
+        if t is None:
+            t = parse_ticks(value)
+            self._ticks[value] = t
+        return t
+
+    def _adjacent(self, entity_set: str, nav: str) -> dict[str, list[str]] | None:
+        """Id -> target Ids for a link-table or reverse-foreign-key navigation, else None."""
+        self._check_cache()
+        key = (entity_set, nav)
+        if key in self._adjacency:
+            return self._adjacency[key]
+        adj: dict[str, list[str]] | None = None
+        for spec in LINKS:
+            if spec.left == entity_set and spec.left_nav == nav:
+                adj = {}
+                for a, b in self.links[spec.name]:
+                    adj.setdefault(a, []).append(b)
+            elif spec.right == entity_set and spec.right_nav == nav:
+                adj = {}
+                for a, b in self.links[spec.name]:
+                    adj.setdefault(b, []).append(a)
+            if adj is not None:
+                break
+        if adj is None:
+            reverse = self.reverse_fk(entity_set, nav)
+            if reverse is not None:
+                source, column = reverse
+                adj = {}
+                for rid, row in self.rows.get(source, {}).items():
+                    target = row.get(column)
+                    if target:
+                        adj.setdefault(target, []).append(rid)
+        if adj is not None:
+            for targets in adj.values():
+                targets.sort(key=guid_sort_key)
+        self._adjacency[key] = adj  # type: ignore[assignment]
+        return adj
+
+    def reverse_fk(self, entity_set: str, nav: str) -> tuple[str, str] | None:
+        """``(source set, FK column)`` when ``entity_set.nav`` is the collection side of a foreign key."""
+        info = self._require_set(entity_set)
+        target = info.navigations.get(nav)
+        if nav not in info.collections or target not in self.schema.entity_sets:
+            return None
+        src = self.schema.entity_sets[target]
+        for src_nav, src_target in src.navigations.items():
+            if src_target == info.name and src_nav not in src.collections and f"{src_nav}_Id" in src.properties:
+                return target, f"{src_nav}_Id"
+        return None
+
+    def navigate(self, entity_set: str, row: dict[str, Any], nav: str) -> list[dict[str, Any]] | dict | None:
+        """The target(s) of navigation ``nav`` from ``row``: a list for collections, a row or None otherwise."""
+        info = self._require_set(entity_set)
+        target_set = info.navigations[nav]
+        targets = self.rows.get(target_set, {})
+        if nav in info.collections:
+            adj = self._adjacent(entity_set, nav)
+            if not adj:
+                return []
+            return [targets[i] for i in adj.get(row["Id"], ()) if i in targets]
+        fk = row.get(f"{nav}_Id")
+        return targets.get(fk) if fk else None
+
+    def iter_links(self, entity_set: str) -> Iterator[tuple[LinkSpec, bool]]:
+        """The link specs touching ``entity_set`` and whether it is their left side."""
+        for spec in LINKS:
+            if spec.left == entity_set:
+                yield spec, True
+            if spec.right == entity_set:
+                yield spec, False
+
+    # -- writing -----------------------------------------------------------------------------------
+    def mutate(self, seed: int, **kwargs: Any) -> MutationReport:
+        """Apply deterministic changes with later ``ApiGewijzigdOp``s; see :func:`generator.mutate`."""
+        from include.tk_replay.generator import mutate
+
+        return mutate(self, seed, **kwargs)
+
+    def live_ids(self, entity_set: str) -> list[str]:
+        """Ids of the rows of ``entity_set`` that are not tombstones, in server order."""
+        rows = self.rows[entity_set]
+        return [i for i in self.sorted_ids(entity_set) if not rows[i].get("Verwijderd")]
+
+    def entity_sets_with_rows(self) -> Iterable[str]:
+        return [name for name, rows in self.rows.items() if rows]

@@ -1,0 +1,221 @@
+"""One live writer per loader file: a lock file naming its holder, with documented stale-lock recovery.
+
+The lock ``<loader>.lock`` is created with "create only if absent" (``O_EXCL`` locally, a conditional PUT on
+object storage) and holds ``{host, pid, pid_start, try_number, since, heartbeat_at, token}``. The writer
+refreshes ``heartbeat_at`` while it saves. Another writer takes the lock over, with a warning, only when
+
+* the holder ran on this host and its process is gone (dead pid, or the pid now belongs to another process);
+* the holder was an earlier Airflow try of the same task on another host (Airflow starts try k+1 only after
+  try k ended);
+* the holder's heartbeat is older than ``stale_after`` seconds (``TK_CHECKPOINT_LOCK_STALE_SECONDS``,
+  default 1800);
+* or the caller passes ``force=True`` (``tk-checkpoint unlock`` does the same by hand).
+
+Otherwise :class:`CheckpointLockedError` says who holds it and how to break it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointLockedError
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 60.0
+DEFAULT_STALE_AFTER = 1800.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _age(stamp: str | None) -> float | None:
+    try:
+        return time.time() - datetime.fromisoformat(str(stamp)).timestamp()
+    except ValueError:
+        return None
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (guards against pid reuse), 'Z' for a zombie, None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return "Z" if fields[0] in ("Z", "X") else fields[19]
+
+
+def pid_alive(pid: int, start: str | None = None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    now_start = process_start(pid)
+    if now_start == "Z":
+        return False
+    return not (start and now_start and start != now_start)
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "an unknown holder (the lock file is empty or unreadable)"
+    text = f"host {holder.get('host')} pid {holder.get('pid')}"
+    if holder.get("try_number") is not None:
+        text += f" (try {holder['try_number']})"
+    return text + f" since {holder.get('since')}, last heartbeat {holder.get('heartbeat_at')}"
+
+
+class WriterLock:
+    """The writer lock of one loader file. ``hint`` is the command that breaks it, for error messages."""
+
+    def __init__(
+        self,
+        store: Store,
+        key: str,
+        *,
+        label: str,
+        hint: str,
+        try_number: int | None = None,
+        stale_after: float | None = None,
+        force: bool = False,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.label = label
+        self.hint = hint
+        self.try_number = try_number
+        if stale_after is None:
+            stale_after = float(os.environ.get("TK_CHECKPOINT_LOCK_STALE_SECONDS", DEFAULT_STALE_AFTER))
+        self.stale_after = stale_after
+        self.force = force
+        self.held = False
+        self.info: dict[str, Any] = {}
+        self.taken_over: dict[str, Any] | None = None
+        self._last_beat = 0.0
+
+    def read_holder(self) -> dict[str, Any] | None:
+        """The lock's content; None when there is no lock, {} when it is unreadable."""
+        data = self.store.read(self.key)
+        if data is None:
+            return None
+        try:
+            holder = json.loads(data)
+        except ValueError:
+            return {}
+        return holder if isinstance(holder, dict) else {}
+
+    def _takeover_reason(self, holder: dict[str, Any]) -> str | None:
+        if self.force:
+            return "force=True"
+        if not holder:
+            return "the lock file is empty or unreadable (its writer died while creating it)"
+        same_host = holder.get("host") == socket.gethostname()
+        pid = holder.get("pid")
+        if same_host and isinstance(pid, int) and pid != os.getpid():
+            if not pid_alive(pid, holder.get("pid_start")):
+                return f"its holder, pid {pid} on this host, is gone"
+        held_try, my_try = holder.get("try_number"), self.try_number
+        if not same_host and isinstance(held_try, int) and my_try is not None and held_try < my_try:
+            return f"it was held by try {held_try} of this task, and this is try {my_try}"
+        age = _age(holder.get("heartbeat_at"))
+        if age is not None and age > self.stale_after:
+            return f"its last heartbeat is {age:.0f} s old (more than {self.stale_after:.0f} s)"
+        return None
+
+    def acquire(self) -> None:
+        folder = self.key.rsplit("/", 1)[0]
+        for _ in range(5):
+            now = _now()
+            self.info = {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "pid_start": process_start(os.getpid()),
+                "try_number": self.try_number,
+                "since": now,
+                "heartbeat_at": now,
+                "token": secrets.token_hex(8),
+            }
+            if self.store.create(self.key, json.dumps(self.info).encode()):
+                self.held = True
+                self._last_beat = time.monotonic()
+                return
+            holder = self.read_holder()
+            if holder is None:
+                continue  # released in between: try again
+            reason = self._takeover_reason(holder)
+            if reason is None:
+                if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                    extra = " (this process: another LoaderCheckpoint for it is still open; close() it first)"
+                else:
+                    extra = ""
+                raise CheckpointLockedError(
+                    f"Loader checkpoint {self.label} is locked by {describe_holder(holder)}{extra}. Only one "
+                    f"writer may own a loader file. If that writer is gone, break the lock with `{self.hint}` "
+                    "or open the checkpoint with force=True.",
+                    holder,
+                )
+            if not holder:
+                time.sleep(0.2)  # a writer may be between creating the file and filling it
+            with self.store.guard(folder):
+                if self.read_holder() != holder:
+                    continue  # it changed under us: look again
+                log.warning("Taking over the lock of %s from %s: %s", self.label, describe_holder(holder), reason)
+                self.taken_over = holder
+                self.store.delete(self.key)
+        raise CheckpointLockedError(f"Could not take the lock of {self.label}: it keeps changing hands.")
+
+    def check(self, *, beat: bool = False) -> None:
+        """Fail if another writer took the lock over; refresh the heartbeat when due (or when ``beat``)."""
+        if not self.held:
+            return
+        due = beat or time.monotonic() - self._last_beat >= HEARTBEAT_EVERY
+        if not due and not self.store.is_local:
+            return  # on object storage a read per save is too dear: check with the heartbeat
+        holder = self.read_holder()
+        if not holder or holder.get("token") != self.info["token"]:
+            self.held = False
+            raise CheckpointLockedError(
+                f"The lock of {self.label} was taken over by {describe_holder(holder or {})}; this writer "
+                "stops so that only one writer owns the file.",
+                holder,
+            )
+        if due:
+            self.info["heartbeat_at"] = _now()
+            self.store.write(self.key, json.dumps(self.info).encode(), fsync=False)
+            self._last_beat = time.monotonic()
+
+    def release(self) -> None:
+        if not self.held:
+            return
+        self.held = False
+        holder = self.read_holder()
+        if holder and holder.get("token") == self.info["token"]:
+            self.store.delete(self.key)
+        else:
+            log.warning("The lock of %s is no longer ours (%s); leaving it", self.label, describe_holder(holder or {}))
+
+
+def break_lock(store: Store, key: str) -> dict[str, Any] | None:
+    """Remove a lock whatever its holder (``tk-checkpoint unlock``); returns what it held."""
+    data = store.read(key)
+    if data is None:
+        return None
+    store.delete(key)
+    try:
+        holder = json.loads(data)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}

@@ -1,0 +1,120 @@
+"""``tk-checkpoint resume``: re-run the failed tasks of a DAG run through the Airflow REST API.
+
+The original tool resumed a run by running its loaders again, which skipped the processed items. On
+Airflow the same thing is a *clear*: the failed (and upstream-failed) task instances of the run go back
+to the scheduler, keep their run id and map index, and their checkpoints make them skip what is done.
+
+Settings (environment, or the matching CLI flags):
+
+| variable | default | meaning |
+|---|---|---|
+| ``AIRFLOW_API_URL`` | ``http://localhost:8080`` | the api-server (``airflow standalone`` or the compose file's) |
+| ``AIRFLOW_API_TOKEN`` | | a bearer token; when unset one is fetched with the user and password below |
+| ``AIRFLOW_API_USERNAME`` / ``AIRFLOW_API_PASSWORD`` | | login for ``POST /auth/token`` |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+DEFAULT_API_URL = "http://localhost:8080"
+
+
+class ResumeError(RuntimeError):
+    """The Airflow API refused or could not be reached; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class AirflowApi:
+    """Where and how to reach the Airflow REST API (v2)."""
+
+    url: str = DEFAULT_API_URL
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> AirflowApi:
+        env = os.environ if env is None else env
+        values = {
+            "url": env.get("AIRFLOW_API_URL") or DEFAULT_API_URL,
+            "token": env.get("AIRFLOW_API_TOKEN") or None,
+            "username": env.get("AIRFLOW_API_USERNAME") or None,
+            "password": env.get("AIRFLOW_API_PASSWORD") or None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass
+class ResumeResult:
+    """What a resume did: the run and the task instances it cleared."""
+
+    run_id: str
+    dag_id: str
+    cleared: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "dag_id": self.dag_id, "cleared": self.cleared}
+
+
+def _session(api: AirflowApi) -> requests.Session:
+    session = requests.Session()
+    token = api.token
+    if not token:
+        if not (api.username and api.password):
+            raise ResumeError(
+                "No Airflow API credentials: set AIRFLOW_API_TOKEN, or AIRFLOW_API_USERNAME and "
+                "AIRFLOW_API_PASSWORD (or pass --api-user/--api-password)."
+            )
+        url = api.url.rstrip("/") + "/auth/token"
+        try:
+            resp = session.post(
+                url, json={"username": api.username, "password": api.password}, timeout=api.timeout
+            )
+        except requests.RequestException as e:
+            raise ResumeError(f"Cannot reach the Airflow API at {api.url}: {e}. Is Airflow running?") from e
+        if resp.status_code >= 400:
+            raise ResumeError(
+                f"Airflow refused the login of user '{api.username}' at {url} (HTTP {resp.status_code}); "
+                "check AIRFLOW_API_USERNAME / AIRFLOW_API_PASSWORD."
+            )
+        token = resp.json()["access_token"]
+    session.headers["Authorization"] = f"Bearer {token}"
+    return session
+
+
+def clear_failed_tasks(api: AirflowApi, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Clear the failed and upstream-failed task instances of one DAG run; return what was cleared."""
+    session = _session(api)
+    url = f"{api.url.rstrip('/')}/api/v2/dags/{quote(dag_id, safe='')}/clearTaskInstances"
+    body = {
+        "dag_run_id": run_id,
+        "only_failed": True,  # failed and upstream_failed
+        "include_downstream": True,
+        "reset_dag_runs": True,
+        "dry_run": False,
+    }
+    try:
+        resp = session.post(url, json=body, timeout=api.timeout)
+    except requests.RequestException as e:
+        raise ResumeError(f"Cannot reach the Airflow API at {api.url}: {e}. Is Airflow running?") from e
+    if resp.status_code == 404:
+        raise ResumeError(f"Airflow does not know DAG '{dag_id}' or its run '{run_id}' ({url}).")
+    if resp.status_code >= 400:
+        raise ResumeError(f"Airflow refused to clear run '{run_id}' (HTTP {resp.status_code}): {resp.text}")
+    return [
+        {
+            "task_id": ti.get("task_id"),
+            "map_index": ti.get("map_index", -1),
+            "state": ti.get("state"),
+        }
+        for ti in resp.json().get("task_instances", [])
+    ]

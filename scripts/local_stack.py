@@ -1,0 +1,299 @@
+"""The local stack without Docker: ``airflow standalone``, the offline TK API, a trigger, a summary.
+
+Used by ``make run`` (``python scripts/local_stack.py run``) and by the end-to-end tests. Processes are
+started in their own session and stopped by their process id: ``airflow standalone`` only shuts down
+cleanly on SIGINT (``shared/notes/airflow-3.3.md``).
+
+    python scripts/local_stack.py run [--start-date D] [--keep-running/--stop]
+    python scripts/local_stack.py stop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("TK_STATE_DIR", ROOT / ".local"))
+PY = sys.executable
+
+
+@dataclass
+class Airflow:
+    """An ``airflow standalone`` in ``home`` on ``port`` with a known admin password."""
+
+    home: Path
+    port: int = 8080
+    password: str = "admin"  # noqa: S105 - local demo login, documented in the README
+    parallelism: int = 4
+    extra_env: dict[str, str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.home / "standalone.pid"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+                "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__BASE_URL": self.url,
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+                "PYTHONWARNINGS": "ignore",
+                "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
+            }
+        )
+        env.update(self.extra_env or {})
+        return env
+
+    def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run an ``airflow`` CLI command against this home."""
+        return subprocess.run(
+            [str(Path(PY).parent / "airflow"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=check,
+        )
+
+    def running(self) -> bool:
+        try:
+            pid = int(self.pidfile.read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def start(self, timeout: float = 180.0) -> None:
+        if self.running():
+            print(f"airflow standalone already running at {self.url}")
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
+        log = open(self.home / "standalone.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [str(Path(PY).parent / "airflow"), "standalone"],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: SIGINT reaches it, not us
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+        )
+        self.pidfile.write_text(str(proc.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow standalone exited early; see {self.home / 'standalone.log'}")
+            try:
+                if requests.get(f"{self.url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    self.token()
+                    print(f"airflow standalone ready at {self.url} (pid {proc.pid})")
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"airflow standalone not ready in {timeout:.0f} s; see {self.home}/standalone.log")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if not self.running():
+            self.pidfile.unlink(missing_ok=True)
+            return
+        pid = int(self.pidfile.read_text())
+        os.killpg(pid, signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running():
+            time.sleep(0.5)
+        if self.running():
+            print("airflow standalone did not stop on SIGINT; killing its process group", file=sys.stderr)
+            os.killpg(pid, signal.SIGKILL)
+        self.pidfile.unlink(missing_ok=True)
+        print("airflow standalone stopped")
+
+    def token(self) -> str:
+        resp = requests.post(
+            f"{self.url}/auth/token", json={"username": "admin", "password": self.password}, timeout=10
+        )
+        resp.raise_for_status()
+        return resp.json()["access_token"]
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        return requests.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api("GET", f"/dags/{dag_id}").status_code == 200:
+                return
+            time.sleep(2)
+        raise RuntimeError(f"DAG {dag_id} did not appear in {timeout:.0f} s; check `airflow dags list-import-errors`")
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 1800.0) -> str:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            resp = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if resp.status_code == 200:
+                state = resp.json()["state"]
+                if state != last:
+                    print(f"  run {run_id}: {state}")
+                    last = state
+                if state in ("success", "failed"):
+                    return state
+            time.sleep(3)
+        raise TimeoutError(f"run {run_id} not finished in {timeout:.0f} s")
+
+
+def api_reachable(base_url: str, profile_path: str) -> bool:
+    try:
+        resp = requests.get(f"{base_url.rstrip('/')}{profile_path}/$metadata", timeout=10)
+    except requests.RequestException:
+        return False
+    return resp.status_code == 200
+
+
+def start_replay(port: int) -> subprocess.Popen:
+    log = open(STATE / "tk_replay.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [PY, "-m", "include.tk_replay", "--port", str(port)],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (STATE / "tk_replay.pid").write_text(str(proc.pid))
+    for _ in range(100):
+        if api_reachable(f"http://127.0.0.1:{port}", "/OData/v4/2.0"):
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"the offline TK API did not start; see {STATE / 'tk_replay.log'}")
+
+
+def stop_pidfile(path: Path, sig: int = signal.SIGTERM) -> None:
+    try:
+        pid = int(path.read_text())
+        os.kill(pid, sig)
+    except (OSError, ValueError):
+        pass
+    path.unlink(missing_ok=True)
+
+
+def earliest_change(base_url: str, profile_path: str) -> str:
+    """The earliest ``ApiGewijzigdOp`` date among the five entity sets (for the demo's start_date)."""
+    dates = []
+    for entity in ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit"):
+        url = f"{base_url.rstrip('/')}{profile_path}/{entity}"
+        params = {"$select": "Id,ApiGewijzigdOp", "$orderby": "ApiGewijzigdOp", "$top": "1"}
+        rows = requests.get(url, params=params, timeout=60).json().get("value", [])
+        dates += [r["ApiGewijzigdOp"][:10] for r in rows if r.get("ApiGewijzigdOp")]
+    return min(dates)
+
+
+def neo4j_summary() -> dict[str, int]:
+    from neo4j import GraphDatabase
+
+    uri = f"bolt://{os.environ.get('NEO4J_BOLT_HOST', '127.0.0.1')}:{os.environ.get('NEO4J_BOLT_PORT', '7687')}"
+    auth = ("neo4j", os.environ.get("NEO4J_PASSWORD", "tk-local-password"))
+    with GraphDatabase.driver(uri, auth=auth) as driver:
+        counts = {}
+        for label in ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit"):
+            records, _, _ = driver.execute_query(f"MATCH (n:`{label}`) RETURN count(n) AS c")
+            counts[label] = records[0]["c"]
+        records, _, _ = driver.execute_query(
+            "MATCH ()-[r]->() RETURN type(r) AS t, count(r) AS c ORDER BY t"
+        )
+        counts.update({f"-[:{r['t']}]->": r["c"] for r in records})
+    return counts
+
+
+def run(args: argparse.Namespace) -> int:
+    STATE.mkdir(parents=True, exist_ok=True)
+    base = os.environ.get("TK_API_BASE_URL", "https://gegevensmagazijn.tweedekamer.nl")
+    profile = os.environ.get("TK_API_PROFILE", "v4/2.0")
+    path = "/OData/v5" if profile == "v5" else "/OData/v4/2.0"
+    start_date = args.start_date
+    if api_reachable(base, path):
+        print(f"TK API: {base}{path}")
+        start_date = start_date or time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    else:
+        port = int(os.environ.get("TK_REPLAY_PORT", "8765"))
+        print(f"TK API {base} unreachable: starting the offline TK API (real samples) on port {port}")
+        start_replay(port)
+        base = f"http://127.0.0.1:{port}"
+        start_date = start_date or earliest_change(base, path)
+    airflow = Airflow(
+        STATE / "airflow",
+        port=int(os.environ.get("TK_AIRFLOW_PORT", "8080")),
+        extra_env={"TK_API_BASE_URL": base, "TK_API_PROFILE": profile},
+    )
+    airflow.airflow("db", "migrate")
+    airflow.start()
+    airflow.wait_for_dag("tk_ingest")
+    airflow.api("PATCH", "/dags/tk_ingest", json={"is_paused": False}).raise_for_status()
+    conf = {"start_date": start_date, "window_days": args.window_days}
+    run_id = f"manual__demo_{time.strftime('%Y%m%dT%H%M%S')}"
+    print(f"airflow dags trigger tk_ingest --conf '{json.dumps(conf)}' -r {run_id}")
+    airflow.airflow("dags", "trigger", "tk_ingest", "--conf", json.dumps(conf), "-r", run_id)
+    state = airflow.wait_for_run("tk_ingest", run_id, timeout=args.timeout)
+    print(f"\nRun {run_id}: {state}\n\nIn Neo4j:")
+    for key, count in neo4j_summary().items():
+        print(f"  {key:<28} {count:>8}")
+    print("\nCheckpoints (tk-checkpoint list):")
+    subprocess.run([str(Path(PY).parent / "tk-checkpoint"), "list"], check=False)
+    if args.stop:
+        stop(args)
+    else:
+        print(
+            f"\nAirflow UI: {airflow.url} (admin / {airflow.password}). "
+            "Stop everything with `make stop`."
+        )
+    return 0 if state == "success" else 1
+
+
+def stop(_args: argparse.Namespace | None = None) -> int:
+    Airflow(STATE / "airflow").stop()
+    stop_pidfile(STATE / "tk_replay.pid")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="start the stack, trigger tk_ingest, wait, summarise")
+    p_run.add_argument("--start-date", help="conf start_date (default: yesterday, or the offline data's first day)")
+    p_run.add_argument("--window-days", type=int, default=3660, help="conf window_days (default 3660)")
+    p_run.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the run")
+    p_run.add_argument("--stop", action="store_true", help="stop Airflow and the offline API afterwards")
+    sub.add_parser("stop", help="stop airflow standalone and the offline TK API")
+    args = parser.parse_args(argv)
+    return run(args) if args.command == "run" else stop(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
