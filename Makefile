@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 PY := .venv/bin/python
 
-.PHONY: help setup run stop test lint format neo4j-start neo4j-stop neo4j-status bench
+.PHONY: help setup run stop test replay bench bench-api lint format neo4j-start neo4j-stop neo4j-status bench
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,3 +36,9 @@ neo4j-stop: ## stop the local Neo4j
 
 neo4j-status: ## is the local Neo4j running?
 	@bash scripts/neo4j.sh status
+
+replay: setup ## offline TK API on PORT (default 8123): real samples, or GENERATE=5000 SEED=1 for synthetic data
+	@.venv/bin/python -m include.tk_replay --port $(or $(PORT),8123) $(if $(GENERATE),--generate $(GENERATE) --seed $(or $(SEED),1))
+
+bench-api: setup ## TK client + offline server throughput (pages/s, entities/s, CPU per 1,000 entities)
+	@.venv/bin/python bench/bench_api.py

@@ -29,7 +29,7 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from include.loaders import pipeline
 
@@ -40,7 +40,9 @@ DATE_OR_NULL = {"type": ["null", "string"], "format": "date"}
 
 @dag(
     dag_id="tk_ingest",
-    schedule="@daily",
+    # A data-interval timetable: each daily run covers [previous midnight, midnight) UTC. (Airflow 3's
+    # plain "@daily" gives runs a zero-length interval, which would load nothing.)
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -149,9 +151,7 @@ def tk_ingest():
 
     windows = setup()
     for entity in ENTITY_NAMES:
-        load.override(task_id=pipeline.task_id_for(entity)).partial(entity=entity).expand(
-            window=windows
-        )
+        load.override(task_id=pipeline.task_id_for(entity)).partial(entity=entity).expand(window=windows)
     windows >> cleanup()
 
 

@@ -92,7 +92,7 @@ class Airflow:
             return
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
-        log = open(self.home / "standalone.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.home / "standalone.log", "ab")
         proc = subprocess.Popen(
             [str(Path(PY).parent / "airflow"), "standalone"],
             env=self.env(),
@@ -100,7 +100,7 @@ class Airflow:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: SIGINT reaches it, not us
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.pidfile.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout
@@ -150,7 +150,9 @@ class Airflow:
             if self.api("GET", f"/dags/{dag_id}").status_code == 200:
                 return
             time.sleep(2)
-        raise RuntimeError(f"DAG {dag_id} did not appear in {timeout:.0f} s; check `airflow dags list-import-errors`")
+        raise RuntimeError(
+            f"DAG {dag_id} did not appear in {timeout:.0f} s; check `airflow dags list-import-errors`"
+        )
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 1800.0) -> str:
         deadline = time.monotonic() + timeout
@@ -177,7 +179,7 @@ def api_reachable(base_url: str, profile_path: str) -> bool:
 
 
 def start_replay(port: int) -> subprocess.Popen:
-    log = open(STATE / "tk_replay.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(STATE / "tk_replay.log", "ab")
     proc = subprocess.Popen(
         [PY, "-m", "include.tk_replay", "--port", str(port)],
         cwd=ROOT,
@@ -218,16 +220,16 @@ def earliest_change(base_url: str, profile_path: str) -> str:
 def neo4j_summary() -> dict[str, int]:
     from neo4j import GraphDatabase
 
-    uri = f"bolt://{os.environ.get('NEO4J_BOLT_HOST', '127.0.0.1')}:{os.environ.get('NEO4J_BOLT_PORT', '7687')}"
+    uri = (
+        f"bolt://{os.environ.get('NEO4J_BOLT_HOST', '127.0.0.1')}:{os.environ.get('NEO4J_BOLT_PORT', '7687')}"
+    )
     auth = ("neo4j", os.environ.get("NEO4J_PASSWORD", "tk-local-password"))
     with GraphDatabase.driver(uri, auth=auth) as driver:
         counts = {}
         for label in ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit"):
             records, _, _ = driver.execute_query(f"MATCH (n:`{label}`) RETURN count(n) AS c")
             counts[label] = records[0]["c"]
-        records, _, _ = driver.execute_query(
-            "MATCH ()-[r]->() RETURN type(r) AS t, count(r) AS c ORDER BY t"
-        )
+        records, _, _ = driver.execute_query("MATCH ()-[r]->() RETURN type(r) AS t, count(r) AS c ORDER BY t")
         counts.update({f"-[:{r['t']}]->": r["c"] for r in records})
     return counts
 
@@ -269,10 +271,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stop:
         stop(args)
     else:
-        print(
-            f"\nAirflow UI: {airflow.url} (admin / {airflow.password}). "
-            "Stop everything with `make stop`."
-        )
+        print(f"\nAirflow UI: {airflow.url} (admin / {airflow.password}). Stop everything with `make stop`.")
     return 0 if state == "success" else 1
 
 
@@ -283,10 +282,14 @@ def stop(_args: argparse.Namespace | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="start the stack, trigger tk_ingest, wait, summarise")
-    p_run.add_argument("--start-date", help="conf start_date (default: yesterday, or the offline data's first day)")
+    p_run.add_argument(
+        "--start-date", help="conf start_date (default: yesterday, or the offline data's first day)"
+    )
     p_run.add_argument("--window-days", type=int, default=3660, help="conf window_days (default 3660)")
     p_run.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the run")
     p_run.add_argument("--stop", action="store_true", help="stop Airflow and the offline API afterwards")

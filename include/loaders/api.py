@@ -78,7 +78,7 @@ class MetadataMismatch(ApiError):
     def __init__(self, url: str, profile: str, problems: list[str]):
         lines = "\n  - ".join(problems)
         super().__init__(
-            f"The TK API at {url} (profile {profile}) does not offer what the loaders need; "
+            f"The TK API at {url} (profile {profile}) does not offer what the loaders need; "  # noqa: S608
             f"nothing was loaded:\n  - {lines}\n"
             "If the API changed, update the profile in include/loaders/api_profiles.py or the entity "
             "table; if the wrong version is configured, set TK_API_PROFILE / TK_API_BASE_URL.",

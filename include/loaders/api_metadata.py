@@ -98,13 +98,26 @@ class MetadataReport:
         return not self.problems
 
 
-def _hint(missing: str, available: Sequence[str], wanted: set[str]) -> str:
-    """' (renamed to 'X'?)' when a not-required name looks like ``missing``."""
+def _score(missing: str, candidate: str) -> float:
+    """How likely ``candidate`` is ``missing`` under a new name (1.0: only case or underscores differ)."""
+    if missing.lower().replace("_", "") == candidate.lower().replace("_", ""):
+        return 1.0
+    if missing.endswith(candidate) or candidate.endswith(missing):
+        return 0.9
+    return difflib.SequenceMatcher(None, missing, candidate).ratio()
+
+
+def _hints(missing: list[str], available: Sequence[str], wanted: set[str]) -> dict[str, str]:
+    """Missing name -> ' (renamed to 'X'?)', pairing each missing name with at most one unused candidate."""
     candidates = [a for a in available if a not in wanted]
-    close = difflib.get_close_matches(missing, candidates, n=1, cutoff=0.6)
-    if not close:
-        close = [a for a in candidates if a.lower().replace("_", "") == missing.lower().replace("_", "")]
-    return f" (renamed to {close[0]!r}?)" if close else ""
+    scored = sorted(((_score(m, c), m, c) for m in missing for c in candidates), reverse=True)
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for score, m, c in scored:
+        if score >= 0.5 and m not in out and c not in used:
+            out[m] = f" (renamed to {c!r}?)"
+            used.add(c)
+    return out
 
 
 def check_requirements(
@@ -119,7 +132,7 @@ def check_requirements(
     for set_name, req in requirements.items():
         info = schema.entity_sets.get(set_name)
         if info is None:
-            hint = _hint(set_name, list(schema.entity_sets), set(requirements))
+            hint = _hints([set_name], list(schema.entity_sets), set(requirements)).get(set_name, "")
             report.problems.append(f"entity set {set_name!r} is missing{hint}")
             continue
         wanted_props = {profile.to_profile(info.name, p) for p in req.properties}
@@ -131,13 +144,15 @@ def check_requirements(
         key = tuple(profile.to_profile(info.name, k) for k in req.key)
         if tuple(info.key) != key:
             report.problems.append(f"{set_name}: key is {list(info.key)}, expected {list(key)}")
-        for prop in req.properties:
-            actual = profile.to_profile(info.name, prop)
-            if actual not in info.properties:
-                hint = _hint(actual, list(info.properties), wanted_props)
-                report.problems.append(f"{set_name}: property {label(prop)} is missing{hint}")
-        for nav in req.navigations:
-            if nav not in info.navigations:
-                hint = _hint(nav, list(info.navigations), set(req.navigations))
-                report.problems.append(f"{set_name}: navigation property {nav!r} is missing{hint}")
+        missing = [p for p in req.properties if profile.to_profile(info.name, p) not in info.properties]
+        served = [profile.to_profile(info.name, p) for p in missing]
+        hints = _hints(served, list(info.properties), wanted_props)
+        for prop in missing:
+            hint = hints.get(profile.to_profile(info.name, prop), "")
+            report.problems.append(f"{set_name}: property {label(prop)} is missing{hint}")
+        missing_navs = [n for n in req.navigations if n not in info.navigations]
+        nav_hints = _hints(missing_navs, list(info.navigations), set(req.navigations))
+        for nav in missing_navs:
+            hint = nav_hints.get(nav, "")
+            report.problems.append(f"{set_name}: navigation property {nav!r} is missing{hint}")
     return report

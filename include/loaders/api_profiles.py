@@ -68,7 +68,8 @@ PROFILES: Mapping[str, ApiProfile] = MappingProxyType(
     {
         "v4/2.0": ApiProfile(name="v4/2.0", path="/OData/v4/2.0", page_size=250),
         # UNCONFIRMED (tk-api/README.md section 0): base /OData/v5, $top capped at 100 (more: HTTP 400),
-        # Document.DocumentNummer -> Nummer, Volgnummer -> Ondernummer, Activiteit.VoortouwCommissieNaam added.
+        # Document.DocumentNummer -> Nummer, Volgnummer -> Ondernummer,
+        # Activiteit.VoortouwCommissieNaam added.
         "v5": ApiProfile(
             name="v5",
             path="/OData/v5",

@@ -262,7 +262,8 @@ class GraphWriter:
         """Create a uniqueness constraint on ``id`` for each label (idempotent; default: every label of the
         entity table, relationship targets included). Returns the labels covered."""
         labels = all_labels() if labels is None else sorted(set(labels))
-        with self.driver.session(database=self.database) as session:
+        # "OFF": no "constraint already exists" notification per label and per loader in the task log.
+        with self.driver.session(database=self.database, notifications_min_severity="OFF") as session:
             for label in labels:
                 name = _q(f"tk_{label.lower()}_id")
                 query = f"CREATE CONSTRAINT {name} IF NOT EXISTS FOR (n:{_q(label)}) REQUIRE n.id IS UNIQUE"
@@ -301,3 +302,10 @@ class GraphWriter:
 
         with self.driver.session(database=self.database) as session:
             session.execute_write(work)
+
+
+def ensure_constraints(
+    driver: Driver, labels: Iterable[str] | None = None, database: str | None = None
+) -> list[str]:
+    """Create the uniqueness constraints on ``id`` (idempotent): :meth:`GraphWriter.ensure_constraints`."""
+    return GraphWriter(driver, database).ensure_constraints(labels)

@@ -200,6 +200,7 @@ class _Loop:
         self.skip_streak = 0
         self.last_progress_time = time.monotonic()
         self.next_progress_fraction = 0.1
+        self.last_progress_done = -1
 
     # -- checkpoint bookkeeping --------------------------------------------------------------------
     def save(self) -> None:
@@ -277,9 +278,10 @@ class _Loop:
                 due = True
                 while self.next_progress_fraction <= fraction:
                     self.next_progress_fraction += 0.1
-        if not due:
+        if not due or (force and done == self.last_progress_done):
             return
         self.last_progress_time = now
+        self.last_progress_done = done
         if total:
             log.info("📊 Progress: %d/%d (%.1f%%)", done, total, min(100.0, 100.0 * done / total))
         else:
@@ -287,6 +289,15 @@ class _Loop:
         n_failed = len(self.failed_now)
         if n_failed:
             log.warning("⚠️ %d items failed during processing", n_failed)
+
+
+def _write_quietly(loop: _Loop, batch: list[PreparedItem]) -> None:
+    """Write the pending batch on the way out of a failure; its own error must not hide the first one."""
+    try:
+        loop.write(batch)
+    except Exception as e:
+        log.warning("Could not write %d pending items while stopping: %s", len(batch), _error_text(e))
+    batch.clear()
 
 
 def load_entity(
@@ -353,8 +364,20 @@ def load_entity(
         )
 
         batch: list[PreparedItem] = []
-        pages = client.iter_pages(ent.entity_set, start, end, select=ent.select, expand=ent.expand)
-        for page in _prefetch(pages, prefetch_pages):
+        pages = _prefetch(
+            client.iter_pages(ent.entity_set, start, end, select=ent.select, expand=ent.expand),
+            prefetch_pages,
+        )
+        while True:
+            try:
+                page = next(pages)
+            except StopIteration:
+                break
+            except BaseException:
+                # The API failed (after the client's retries): keep what was already fetched, then fail.
+                loop.flush_skips()
+                _write_quietly(loop, batch)
+                raise
             for raw in page:
                 result.seen += 1
                 key = item_key(raw)
@@ -395,8 +418,10 @@ def load_entity(
             for i in range(0, len(items), batch_size):
                 loop.write(items[i : i + batch_size])
 
-        result.failed = len(loop.failed_now)
-        result.failed_ids = sorted(loop.failed_now)[:20]
+        # Failures on record: this call's, and earlier tries' that this window did not bring back.
+        failed_keys = set(checkpoint.failed_items()) if checkpoint is not None else loop.failed_now
+        result.failed = len(failed_keys)
+        result.failed_ids = sorted(failed_keys)[:20]
         result.seconds = time.monotonic() - t0
         loop.progress(force=True)
         if checkpoint is not None:

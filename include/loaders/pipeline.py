@@ -155,8 +155,8 @@ def prepare_run(
 ) -> list[dict[str, str]]:
     """The setup task: validate the window, create constraints, check the API, open the checkpoint run.
 
-    Returns the sub-windows the loaders map over (see :func:`plan`). Fails before any loading when the window is
-    empty, Neo4j is unreachable, or the API's ``$metadata`` lacks something the loaders rely on.
+    Returns the sub-windows the loaders map over (see :func:`plan`). Fails before any loading when the
+    window is empty, Neo4j is unreachable, or the API's ``$metadata`` lacks what the loaders rely on.
     """
     from include.loaders.api import TKClient
     from include.loaders.entities import requirements
@@ -210,11 +210,12 @@ def run_loader(
     fail after the loop's own retries fail the task (so Airflow retries it) unless the run's
     ``fail_on_item_errors`` param is false.
     """
+    from tk_checkpoint import LoaderCheckpoint
+
     from include.loaders.api import TKClient
     from include.loaders.graph import connect
     from include.loaders.load import load_entity
     from include.loaders.settings import ApiSettings
-    from tk_checkpoint import LoaderCheckpoint
 
     win = Window.from_dict(window)
     manager = checkpoint_manager(checkpoint_base)

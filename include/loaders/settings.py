@@ -2,11 +2,12 @@
 
 | variable | default | meaning |
 |---|---|---|
-| ``TK_API_BASE_URL`` | ``https://gegevensmagazijn.tweedekamer.nl`` | server root; the profile adds its path. A base that already ends with the profile's path (``…/OData/v4/2.0``) is accepted too. |
+| ``TK_API_BASE_URL`` | ``https://gegevensmagazijn.tweedekamer.nl`` | server root; the profile adds its |
+| | | path. A base that already ends with it (``…/OData/v4/2.0``) is accepted too. |
 | ``TK_API_PROFILE`` | ``v4/2.0`` | API version: ``v4/2.0`` or ``v5`` (see ``api_profiles``) |
 | ``TK_API_CONNECT_TIMEOUT`` | ``15`` | seconds to open a connection |
-| ``TK_API_READ_TIMEOUT`` | ``180`` | seconds to wait for a response (the real API takes 23-48 s on some queries) |
-| ``TK_API_MAX_RETRIES`` | ``8`` | retries per request after the first attempt (5xx, 429, timeouts, broken bodies) |
+| ``TK_API_READ_TIMEOUT`` | ``180`` | seconds to wait for an answer (some real queries take 23-48 s) |
+| ``TK_API_MAX_RETRIES`` | ``8`` | retries per request (5xx, 429, timeouts, broken bodies) |
 | ``TK_API_BACKOFF_BASE`` | ``2`` | first backoff in seconds; doubles per attempt, with full jitter |
 | ``TK_API_BACKOFF_MAX`` | ``120`` | cap on one backoff |
 | ``TK_API_RETRY_AFTER_MAX`` | ``600`` | cap on a server's ``Retry-After`` |

@@ -3,8 +3,8 @@
 Rows are stored once, with the v4/2.0 property names; the server renames them per profile on the way
 out. Many-to-many navigations (``Zaak.Document`` / ``Document.Zaak`` …) come from ONE link table per pair
 (:data:`LINKS`), so both sides always agree. Single-valued navigations follow foreign keys (a property
-``<Nav>_Id``, e.g. ``Agendapunt.Activiteit_Id``), and the collection on the other side (``Activiteit.Agendapunt``)
-is the reverse of that key.
+``<Nav>_Id``, e.g. ``Agendapunt.Activiteit_Id``), and the collection on the other side
+(``Activiteit.Agendapunt``) is the reverse of that key.
 
 On disk a dataset is a folder: ``<EntitySet>.json`` (a JSON array of rows, or an OData page with a
 ``value`` array), optional ``links.json`` (``{"Zaak-Document": [[zaak_id, document_id], …], …}``) and
@@ -145,7 +145,7 @@ class Dataset:
 
     @classmethod
     def load(cls, folder: str | Path) -> Dataset:
-        """Read a dataset folder (see the module docstring). Unrecognised JSON files are skipped with a warning."""
+        """Read a dataset folder (see the module docstring); unrecognised JSON files are skipped (warning)."""
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"Dataset folder {folder} does not exist.")
@@ -185,7 +185,9 @@ class Dataset:
             for name, by_id in self.rows.items():
                 if by_id:
                     rows = [by_id[i] for i in self.sorted_ids(name)]
-                    (folder / f"{name}.json").write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+                    (folder / f"{name}.json").write_text(
+                        json.dumps(rows, ensure_ascii=False), encoding="utf-8"
+                    )
             links = {k: sorted(v) for k, v in self.links.items() if v}
             (folder / "links.json").write_text(json.dumps(links), encoding="utf-8")
             (folder / "metadata.xml").write_text(self.metadata_xml, encoding="utf-8")
@@ -273,12 +275,16 @@ class Dataset:
             return None
         src = self.schema.entity_sets[target]
         for src_nav, src_target in src.navigations.items():
-            if src_target == info.name and src_nav not in src.collections and f"{src_nav}_Id" in src.properties:
+            if (
+                src_target == info.name
+                and src_nav not in src.collections
+                and f"{src_nav}_Id" in src.properties
+            ):
                 return target, f"{src_nav}_Id"
         return None
 
     def navigate(self, entity_set: str, row: dict[str, Any], nav: str) -> list[dict[str, Any]] | dict | None:
-        """The target(s) of navigation ``nav`` from ``row``: a list for collections, a row or None otherwise."""
+        """The target(s) of navigation ``nav`` from ``row``: a list for collections, else a row or None."""
         info = self._require_set(entity_set)
         target_set = info.navigations[nav]
         targets = self.rows.get(target_set, {})

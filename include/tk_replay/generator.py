@@ -39,12 +39,21 @@ _START = datetime(2019, 1, 1, tzinfo=UTC)
 _END = datetime(2025, 10, 3, tzinfo=UTC)
 
 _ZAAK_SOORT = [("Motie", 60), ("Schriftelijke vragen", 10), ("Amendement", 8), ("Wetgeving", 5)]
-_ZAAK_SOORT += [("Brief regering", 8), ("Nota van wijziging", 3), ("Verzoekschrift", 2), ("Initiatiefwetgeving", 1)]
+_ZAAK_SOORT += [
+    ("Brief regering", 8),
+    ("Nota van wijziging", 3),
+    ("Verzoekschrift", 2),
+    ("Initiatiefwetgeving", 1),
+]
 _DOC_SOORT = [("Motie", 20), ("Bijlage", 18), ("Brief regering", 10), ("Memorie van toelichting", 7)]
 _DOC_SOORT += [("Antwoord schriftelijke vragen", 5), ("Lijst van vragen", 5), ("Voorstel van wet", 4)]
 _DOC_SOORT += [("Amendement", 6), ("Verslag van een commissiedebat", 5)]
 _ACT_SOORT = [("Commissiedebat", 14), ("Procedurevergadering", 14), ("Inbreng feitelijke vragen", 10)]
-_ACT_SOORT += [("Plenair debat (tweeminutendebat)", 8), ("Inbreng schriftelijk overleg", 5), ("Stemmingen", 3)]
+_ACT_SOORT += [
+    ("Plenair debat (tweeminutendebat)", 8),
+    ("Inbreng schriftelijk overleg", 5),
+    ("Stemmingen", 3),
+]
 _ACT_STATUS = [("Uitgevoerd", 70), ("Gepland", 15), ("Geannuleerd", 8), ("Verplaatst", 7)]
 _WORDS = (
     "begroting defensie onderwijs zorg stikstof woningbouw asiel klimaat energie pensioenen landbouw "
@@ -95,7 +104,7 @@ def _sentence(rng: random.Random, k: int = 6) -> str:
 
 
 class _Clock:
-    """ApiGewijzigdOp values spread like the real API's: uniform years, busy days, bulk re-emits, a recent tail."""
+    """ApiGewijzigdOp spread like the real API's: uniform years, busy days, bulk re-emits, a recent tail."""
 
     def __init__(self, rng: random.Random, n: int):
         span = int((_END - _START).total_seconds())
@@ -239,7 +248,9 @@ def new_row(entity_set: str, rng: random.Random, ticks: int, seq: int) -> dict[s
     return base
 
 
-def tombstone(row: dict[str, Any], ticks: int | None = None, gewijzigd_op: str | None = None) -> dict[str, Any]:
+def tombstone(
+    row: dict[str, Any], ticks: int | None = None, gewijzigd_op: str | None = None
+) -> dict[str, Any]:
     """``row`` as a tombstone: every field null but Id, GewijzigdOp, ApiGewijzigdOp; Verwijderd true."""
     out = {k: (row[k] if k in TOMBSTONE_FIELDS else None) for k in row}
     out["Verwijderd"] = True
@@ -281,7 +292,14 @@ def generate(
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    sets = tuple(sets) + (("Kamerstukdossier",) if with_kamerstukdossier and "Kamerstukdossier" not in sets else ())
+    sets = tuple(sets) + (
+        ("Kamerstukdossier",) if with_kamerstukdossier and "Kamerstukdossier" not in sets else ()
+    )
+    unknown = [s for s in sets if s not in (*DEFAULT_SETS, "Kamerstukdossier")]
+    if unknown:
+        raise ValueError(
+            f"The generator has no model for {unknown}; it knows {[*DEFAULT_SETS, 'Kamerstukdossier']}"
+        )
     rng = random.Random(seed)
     clock = _Clock(rng, n)
     ds = Dataset()
@@ -306,7 +324,9 @@ def generate(
             pairs = ds.links[spec.name]
             for rid in live[spec.left]:
                 if rng.random() < p:
-                    for target in rng.sample(live[spec.right], min(len(live[spec.right]), rng.randint(lo, hi))):
+                    for target in rng.sample(
+                        live[spec.right], min(len(live[spec.right]), rng.randint(lo, hi))
+                    ):
                         pairs.add((rid, target))
     ds.touch()
     return ds
@@ -342,7 +362,15 @@ class MutationReport:
             "until": self.until.isoformat(),
             **{
                 k: getattr(self, k)
-                for k in ("changed", "created", "tombstoned", "links_added", "links_removed", "fk_changed", "bumped")
+                for k in (
+                    "changed",
+                    "created",
+                    "tombstoned",
+                    "links_added",
+                    "links_removed",
+                    "fk_changed",
+                    "bumped",
+                )
             },
         }
 
@@ -366,10 +394,14 @@ def mutate(
     """
     rng = random.Random(seed)
     with ds.lock:
-        sets = [s for s in (sets or ds.entity_sets_with_rows()) if s in DEFAULT_SETS + ("Kamerstukdossier",)]
+        sets = [s for s in (sets or ds.entity_sets_with_rows()) if s in (*DEFAULT_SETS, "Kamerstukdossier")]
         latest = max(
-            (ds.ticks(r["ApiGewijzigdOp"]) for s in ds.entity_sets_with_rows() for r in ds.rows[s].values()
-             if r.get("ApiGewijzigdOp")),
+            (
+                ds.ticks(r["ApiGewijzigdOp"])
+                for s in ds.entity_sets_with_rows()
+                for r in ds.rows[s].values()
+                if r.get("ApiGewijzigdOp")
+            ),
             default=int(_END.timestamp()) * _TICKS,
         )
         tick = [int(at.timestamp() * _TICKS) if at else latest + 3600 * _TICKS]
@@ -487,4 +519,13 @@ def mutate(
     return report
 
 
-__all__ = ["DEFAULT_SETS", "FOREIGN_KEYS", "MutationReport", "generate", "mutate", "new_row", "parse_ticks", "tombstone"]
+__all__ = [
+    "DEFAULT_SETS",
+    "FOREIGN_KEYS",
+    "MutationReport",
+    "generate",
+    "mutate",
+    "new_row",
+    "parse_ticks",
+    "tombstone",
+]

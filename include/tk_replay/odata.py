@@ -9,6 +9,7 @@ get wrong raises :class:`ODataError` with the status and a message in the style 
 from __future__ import annotations
 
 import bisect
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,17 @@ from include.loaders.api_profiles import ApiProfile
 from include.tk_replay.dataset import Dataset, guid_sort_key
 
 _INVALID = "The query specified in the URI is not valid. "
-SUPPORTED_OPTIONS = {"$filter", "$orderby", "$top", "$skip", "$select", "$expand", "$count", "$skiptoken", "$format"}
+SUPPORTED_OPTIONS = {
+    "$filter",
+    "$orderby",
+    "$top",
+    "$skip",
+    "$select",
+    "$expand",
+    "$count",
+    "$skiptoken",
+    "$format",
+}
 
 
 class ODataError(Exception):
@@ -134,7 +145,9 @@ class _Parser:
         if self.peek() is not None:
             raise self.error(self.peek())
         if expr.type != "Edm.Boolean":
-            raise ODataError(400, f"{_INVALID}The $filter expression must evaluate to a single boolean value.")
+            raise ODataError(
+                400, f"{_INVALID}The $filter expression must evaluate to a single boolean value."
+            )
         fn = expr.fn
         return lambda row: fn(row, None) is True
 
@@ -160,7 +173,7 @@ class _Parser:
         if self.at("not"):
             self.i += 1
             inner = self.parse_not().fn
-            return _Expr(lambda r, v: not (inner(r, v) is True), "Edm.Boolean")
+            return _Expr(lambda r, v: inner(r, v) is not True, "Edm.Boolean")
         return self.parse_cmp()
 
     def parse_cmp(self) -> _Expr:
@@ -189,7 +202,9 @@ class _Parser:
             try:
                 const = None if const is None else norm(const)
             except ValueError:
-                raise ODataError(400, f"{_INVALID}The literal '{const}' is not a valid {typ} value.") from None
+                raise ODataError(
+                    400, f"{_INVALID}The literal '{const}' is not a valid {typ} value."
+                ) from None
             rf = lambda r, v, c=const: c  # noqa: E731
             rnorm: Callable[[Any], Any] = lambda x: x  # noqa: E731
         else:
@@ -255,14 +270,18 @@ class _Parser:
         self.take(")")
         for a in args:
             if a.type not in ("Edm.String", "null"):
-                raise ODataError(400, f"{_INVALID}No function signature for the function with name '{name}' matches.")
+                raise ODataError(
+                    400, f"{_INVALID}No function signature for the function with name '{name}' matches."
+                )
         if name in ("tolower", "toupper") and len(args) == 1:
             f = args[0].fn
             conv = str.lower if name == "tolower" else str.upper
             return _Expr(lambda r, v: None if f(r, v) is None else conv(f(r, v)), "Edm.String")
         if name in ("contains", "startswith", "endswith") and len(args) == 2:
             a, b = args[0].fn, args[1].fn
-            op = {"contains": lambda x, y: y in x, "startswith": str.startswith, "endswith": str.endswith}[name]
+            op = {"contains": lambda x, y: y in x, "startswith": str.startswith, "endswith": str.endswith}[
+                name
+            ]
 
             def fn(r: dict[str, Any], v: Any) -> bool:
                 x, y = a(r, v), b(r, v)
@@ -310,7 +329,9 @@ class _Parser:
 
     def parse_lambda(self, nav: str, kind: str, target: EntityTypeInfo | None) -> _Expr:
         if self.lambda_var is not None:
-            raise ODataError(400, f"{_INVALID}Nested any/all lambdas are not supported (one level deep only).")
+            raise ODataError(
+                400, f"{_INVALID}Nested any/all lambdas are not supported (one level deep only)."
+            )
         if target is None or nav not in self.info.collections:
             raise ODataError(400, f"{_INVALID}'{nav}' is not a collection navigation property.")
         self.take("(")
@@ -326,7 +347,9 @@ class _Parser:
         self.take(")")
         bf = body.fn
         if kind == "any":
-            return _Expr(lambda r, v: any(bf(r, t) is True for t in ds.navigate(set_name, r, nav)), "Edm.Boolean")
+            return _Expr(
+                lambda r, v: any(bf(r, t) is True for t in ds.navigate(set_name, r, nav)), "Edm.Boolean"
+            )
         return _Expr(lambda r, v: all(bf(r, t) is True for t in ds.navigate(set_name, r, nav)), "Edm.Boolean")
 
 
@@ -363,8 +386,11 @@ class Query:
 
 def _int_option(name: str, value: str) -> int:
     if not value.isdigit():
-        raise ODataError(400, f"{_INVALID}Invalid value '{value}' for {name} query option found. "
-                         f"The {name} query option requires a non-negative integer value.")
+        raise ODataError(
+            400,
+            f"{_INVALID}Invalid value '{value}' for {name} query option found. "
+            f"The {name} query option requires a non-negative integer value.",
+        )
     return int(value)
 
 
@@ -396,8 +422,11 @@ def parse_query(params: list[tuple[str, str]], profile: ApiProfile) -> Query:
         if name not in SUPPORTED_OPTIONS:
             raise ODataError(400, f"The query parameter '{name}' is not supported.")
         if name in seen:
-            raise ODataError(400, f"{_INVALID}Query option '{name}' was specified more than once, "
-                             "but it must be specified at most once.")
+            raise ODataError(
+                400,
+                f"{_INVALID}Query option '{name}' was specified more than once, "
+                "but it must be specified at most once.",
+            )
         seen.add(name)
         if name == "$filter":
             q.filter = value
@@ -406,8 +435,11 @@ def parse_query(params: list[tuple[str, str]], profile: ApiProfile) -> Query:
         elif name == "$top":
             q.top = _int_option(name, value)
             if profile.max_top is not None and q.top > profile.max_top:
-                raise ODataError(400, f"{_INVALID}The limit of '{profile.max_top}' for Top query has been "
-                                 f"exceeded. The value from the incoming request is '{q.top}'.")
+                raise ODataError(
+                    400,
+                    f"{_INVALID}The limit of '{profile.max_top}' for Top query has been "
+                    f"exceeded. The value from the incoming request is '{q.top}'.",
+                )
         elif name == "$skip":
             q.skip = _int_option(name, value)
         elif name == "$select":
@@ -437,8 +469,11 @@ def _parse_expand(text: str) -> Expand:
             continue
         key, _, val = opt.partition("=")
         if key.strip() != "$select":
-            raise ODataError(400, f"{_INVALID}The option '{key.strip()}' inside $expand is not supported by "
-                             "the replay server (only $select).")
+            raise ODataError(
+                400,
+                f"{_INVALID}The option '{key.strip()}' inside $expand is not supported by "
+                "the replay server (only $select).",
+            )
         exp.select = [s.strip() for s in val.split(",") if s.strip()]
     return exp
 
@@ -466,6 +501,8 @@ class View:
         self._columns: dict[str, list[tuple[str, str | None]]] = {}
         self._types: dict[str, dict[str, str]] = {}
         self._to_canonical: dict[str, dict[str, str | None]] = {}
+        self._encoded: dict[tuple, dict[str, bytes]] = {}
+        self._encoded_version = -1
         for info in {i.name: i for i in dataset.schema.entity_sets.values()}.values():
             renames = self.renames(info.name)
             cols: list[tuple[str, str | None]] = [(renames.get(c, c), c) for c in info.properties]
@@ -483,8 +520,9 @@ class View:
         return out
 
     def unknown_property(self, info: EntityTypeInfo, name: str) -> ODataError:
-        return ODataError(400, f"{_INVALID}Could not find a property named '{name}' on type "
-                          f"'{self.namespace}.{info.name}'.")
+        return ODataError(
+            400, f"{_INVALID}Could not find a property named '{name}' on type '{self.namespace}.{info.name}'."
+        )
 
     def prop_type(self, info: EntityTypeInfo, name: str) -> str:
         try:
@@ -549,6 +587,28 @@ class View:
             return out
 
         return render
+
+    def encoder(self, info: EntityTypeInfo, q: Query) -> Callable[[dict[str, Any]], bytes]:
+        """Like :meth:`renderer`, returning each row's JSON bytes, memoised until the dataset changes.
+
+        Pages are the server's hot path; a row is encoded once per distinct ``$select``/``$expand``.
+        """
+        render = self.renderer(info, q)
+        ds = self.dataset
+        if self._encoded_version != ds.version or len(self._encoded) > 16:
+            self._encoded.clear()
+            self._encoded_version = ds.version
+        key = (info.name, tuple(q.select or ()), tuple((e.nav, tuple(e.select or ())) for e in q.expand))
+        cache = self._encoded.setdefault(key, {})
+
+        def encode(row: dict[str, Any]) -> bytes:
+            b = cache.get(row["Id"])
+            if b is None:
+                b = json.dumps(render(row), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                cache[row["Id"]] = b
+            return b
+
+        return encode
 
     def sort_key(self, info: EntityTypeInfo, orderby: str) -> Callable[[dict[str, Any]], tuple]:
         keys = []

@@ -16,7 +16,7 @@ class RunNotFoundError(CheckpointError, LookupError):
 
 
 class CorruptCheckpointError(CheckpointError):
-    """A snapshot, journal or run file cannot be read. ``path`` names it; ``set_aside`` is where it was moved."""
+    """A snapshot, journal or run file cannot be read. ``path`` names it; ``set_aside``: where it went."""
 
     def __init__(self, message: str, path: str = "", set_aside: str | None = None) -> None:
         super().__init__(message)
@@ -29,7 +29,7 @@ class UnsupportedSchemaError(CheckpointError):
 
 
 class CheckpointLockedError(CheckpointError):
-    """Another live writer holds the loader checkpoint. ``holder`` is the lock's content (host, pid, since)."""
+    """Another live writer holds the loader checkpoint. ``holder``: the lock's content (host, pid, since)."""
 
     def __init__(self, message: str, holder: dict | None = None) -> None:
         super().__init__(message)

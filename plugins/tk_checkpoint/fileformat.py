@@ -43,15 +43,21 @@ def maybe_gzip(data: bytes, threshold: int, level: int = 1) -> tuple[bytes, bool
     return data, False
 
 
+def unpack(data: bytes, where: str) -> bytes:
+    """The bytes of a document, gunzipped when they start with the gzip magic."""
+    if data[:2] != GZIP_MAGIC:
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CorruptCheckpointError(
+            f"Checkpoint file {where} is damaged: gzip data is truncated or invalid ({exc})", where
+        ) from exc
+
+
 def decode_document(data: bytes, where: str) -> dict[str, Any]:
     """Parse a document (gzip detected by its magic bytes). Damage raises CorruptCheckpointError naming it."""
-    if data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise CorruptCheckpointError(
-                f"Checkpoint file {where} is damaged: gzip data is truncated or invalid ({exc})", where
-            ) from exc
+    data = unpack(data, where)
     if not data.strip():
         raise CorruptCheckpointError(f"Checkpoint file {where} is damaged: it is empty", where)
     try:
@@ -94,7 +100,12 @@ def _migrate_loader_v1(doc: dict[str, Any]) -> dict[str, Any]:
     for item_id, info in items:
         error = info.get("error", "") if isinstance(info, dict) else str(info)
         when = info.get("timestamp") if isinstance(info, dict) else None
-        failed[str(item_id)] = {"error": str(error), "attempts": 1, "first_failed_at": when, "last_failed_at": when}
+        failed[str(item_id)] = {
+            "error": str(error),
+            "attempts": 1,
+            "first_failed_at": when,
+            "last_failed_at": when,
+        }
     processed = [str(i) for i in doc.get("processed_items", doc.get("processed_ids", []))]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -172,7 +183,9 @@ def decode_record(data: bytes, where: str) -> dict[str, Any]:
     try:
         record = json.loads(data)
     except ValueError as exc:
-        raise CorruptCheckpointError(f"Journal record {where} is damaged: not valid JSON ({exc})", where) from exc
+        raise CorruptCheckpointError(
+            f"Journal record {where} is damaged: not valid JSON ({exc})", where
+        ) from exc
     if not isinstance(record, dict):
         raise CorruptCheckpointError(f"Journal record {where} is damaged: expected a JSON object", where)
     seq = record.get("seq")

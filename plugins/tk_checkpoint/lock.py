@@ -163,7 +163,8 @@ class WriterLock:
                     extra = ""
                 raise CheckpointLockedError(
                     f"Loader checkpoint {self.label} is locked by {describe_holder(holder)}{extra}. Only one "
-                    f"writer may own a loader file. If that writer is gone, break the lock with `{self.hint}` "
+                    f"writer may own a loader file. If that writer is gone, break the lock with "
+                    f"`{self.hint}` "
                     "or open the checkpoint with force=True.",
                     holder,
                 )
@@ -172,7 +173,9 @@ class WriterLock:
             with self.store.guard(folder):
                 if self.read_holder() != holder:
                     continue  # it changed under us: look again
-                log.warning("Taking over the lock of %s from %s: %s", self.label, describe_holder(holder), reason)
+                log.warning(
+                    "Taking over the lock of %s from %s: %s", self.label, describe_holder(holder), reason
+                )
                 self.taken_over = holder
                 self.store.delete(self.key)
         raise CheckpointLockedError(f"Could not take the lock of {self.label}: it keeps changing hands.")
@@ -205,7 +208,9 @@ class WriterLock:
         if holder and holder.get("token") == self.info["token"]:
             self.store.delete(self.key)
         else:
-            log.warning("The lock of %s is no longer ours (%s); leaving it", self.label, describe_holder(holder or {}))
+            log.warning(
+                "The lock of %s is no longer ours (%s); leaving it", self.label, describe_holder(holder or {})
+            )
 
 
 def break_lock(store: Store, key: str) -> dict[str, Any] | None:

@@ -8,7 +8,7 @@ Settings (environment, or the matching CLI flags):
 
 | variable | default | meaning |
 |---|---|---|
-| ``AIRFLOW_API_URL`` | ``http://localhost:8080`` | the api-server (``airflow standalone`` or the compose file's) |
+| ``AIRFLOW_API_URL`` | ``http://localhost:8080`` | the api-server (standalone or docker compose) |
 | ``AIRFLOW_API_TOKEN`` | | a bearer token; when unset one is fetched with the user and password below |
 | ``AIRFLOW_API_USERNAME`` / ``AIRFLOW_API_PASSWORD`` | | login for ``POST /auth/token`` |
 """

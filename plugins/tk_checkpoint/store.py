@@ -76,6 +76,9 @@ class Store:
     def journal(self, key: str, *, fsync: bool = True) -> Journal:
         raise NotImplementedError
 
+    def remove_stale_temps(self, prefix: str) -> int:
+        return 0  # object stores write whole objects: no temp files
+
     @contextlib.contextmanager
     def guard(self, prefix: str) -> Iterator[None]:
         """Serialise lock take-overs between processes of this machine (a no-op on object storage)."""
@@ -162,18 +165,35 @@ class LocalStore(Store):
             _fsync_dir(path.parent)
 
     def create(self, key: str, data: bytes) -> bool:
+        # Written whole to a temp file, then hard-linked into place: link() fails if the name exists, and
+        # the file never appears half-written (a crash leaves at most a hidden temp file).
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
+            tmp.write_bytes(data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
         finally:
-            os.close(fd)
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
         return True
+
+    def remove_stale_temps(self, prefix: str) -> int:
+        """Delete temp files (``.<name>.tmp-<pid>-<rand>``) left in ``prefix`` by processes that are gone."""
+        from .lock import pid_alive
+
+        removed = 0
+        for entry in self.list(prefix):
+            if not entry.startswith(".") or ".tmp-" not in entry:
+                continue
+            pid = entry.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+                self.path(f"{prefix}/{entry}").unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
@@ -400,7 +420,9 @@ class SegmentJournal(Journal):
                 if isinstance(blob, FileNotFoundError):
                     continue  # cleared by a compaction between list and read
                 raise blob
-            records.append(RawRecord(blob.rstrip(b"\n"), f"{self.store.url('')}/{path[len(self.store.root) + 1 :]}"))
+            records.append(
+                RawRecord(blob.rstrip(b"\n"), f"{self.store.url('')}/{path[len(self.store.root) + 1 :]}")
+            )
         return records
 
     def append(self, seq: int, data: bytes) -> None:
@@ -424,7 +446,7 @@ class SegmentJournal(Journal):
 
 
 def open_store(base: str | os.PathLike[str] | Any) -> Store:
-    """A store for ``base``: a local path (or ``file://`` URL) or an object-storage URL / ObjectStoragePath."""
+    """A store for ``base``: a local path (or ``file://`` URL), an object-storage URL or ObjectStoragePath."""
     if isinstance(base, os.PathLike) and not hasattr(base, "fs"):
         return LocalStore(base)
     text = str(base)

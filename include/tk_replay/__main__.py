@@ -1,0 +1,141 @@
+"""``python -m include.tk_replay``: run the offline TK OData API server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from include.tk_replay.dataset import Dataset
+from include.tk_replay.faults import FaultConfig
+from include.tk_replay.server import ReplayServer
+
+EPILOG = """\
+examples:
+  python -m include.tk_replay --port 8123                       # the real v4/2.0 samples
+  python -m include.tk_replay --port 8123 --generate 5000 --seed 1
+  python -m include.tk_replay --port 8123 --generate 5000 --save /tmp/tkdata  # save, then serve
+  python -m include.tk_replay --port 8123 --data /tmp/tkdata --error-rate 0.1 --throttle-rate 0.05
+
+then point the loaders at it:
+  TK_API_BASE_URL=http://127.0.0.1:8123 TK_API_PROFILE=v4/2.0   (or v5)
+
+admin (not part of the TK API):
+  curl -s localhost:8123/_faults                                  # current faults and counts
+  curl -s -XPOST localhost:8123/_faults -d '{"error_rate": 0.2}'  # replace the faults ({} clears)
+  curl -s -XPOST localhost:8123/_mutate -d '{"seed": 2, "fraction": 0.05}'   # change data for a delta load
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m include.tk_replay",
+        description="Offline TK OData API: serves /OData/v4/2.0/ and /OData/v5/ from the real samples "
+        "(default), a data folder or generated data, with optional fault injection.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8123, help="port (default 8123; 0 picks a free one)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--data", type=Path, help="dataset folder (<EntitySet>.json, links.json, metadata.xml)")
+    src.add_argument("--generate", type=int, metavar="N", help="generate N entities per entity set")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--kamerstukdossier", action="store_true", help="generate Kamerstukdossier too")
+    p.add_argument(
+        "--sets",
+        help="comma-separated entity sets to generate (default: Zaak,Document,Vergadering,Agendapunt,"
+        "Activiteit,Verslag)",
+    )
+    p.add_argument("--save", type=Path, help="write the dataset to this folder before serving")
+    f = p.add_argument_group("faults (rates are shares of data requests, 0..1)")
+    f.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draw (default 0)")
+    f.add_argument("--latency", type=float, default=0.0, help="seconds added to every data request")
+    f.add_argument("--error-rate", type=float, default=0.0, help="HTTP 500 with the real error body")
+    f.add_argument("--throttle-rate", type=float, default=0.0, help="HTTP 429 with Retry-After")
+    f.add_argument("--retry-after", type=int, default=1, help="Retry-After seconds for 429 (default 1)")
+    f.add_argument("--hang-rate", type=float, default=0.0, help="no answer for --hang-seconds")
+    f.add_argument("--hang-seconds", type=float, default=30.0, help="how long a hang lasts (default 30)")
+    f.add_argument("--truncate-rate", type=float, default=0.0, help="body cut in half")
+    f.add_argument("--reset-rate", type=float, default=0.0, help="connection reset without an answer")
+    f.add_argument(
+        "--fail-after",
+        metavar="ENTITY:N",
+        help="every page request of ENTITY reaching beyond item N fails with 500 (resume tests)",
+    )
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    fail_entity, fail_items = None, 0
+    if args.fail_after:
+        fail_entity, _, n = args.fail_after.partition(":")
+        if not n.isdigit():
+            print(f"--fail-after wants ENTITY:N, e.g. Zaak:500, got {args.fail_after!r}", file=sys.stderr)
+            return 2
+        fail_items = int(n)
+    try:
+        faults = FaultConfig(
+            seed=args.fault_seed,
+            latency=args.latency,
+            error_rate=args.error_rate,
+            throttle_rate=args.throttle_rate,
+            retry_after=args.retry_after,
+            hang_rate=args.hang_rate,
+            hang_seconds=args.hang_seconds,
+            truncate_rate=args.truncate_rate,
+            reset_rate=args.reset_rate,
+            fail_after_entity=fail_entity,
+            fail_after_items=fail_items,
+        )
+        if args.data:
+            dataset = Dataset.load(args.data)
+        elif args.generate is not None:
+            extra = {"sets": [s.strip() for s in args.sets.split(",") if s.strip()]} if args.sets else {}
+            dataset = Dataset.generate(
+                args.generate, args.seed, with_kamerstukdossier=args.kamerstukdossier, **extra
+            )
+        else:
+            dataset = Dataset.samples()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"tk_replay: {e}", file=sys.stderr)
+        return 2
+    if args.save:
+        dataset.save(args.save)
+        print(f"Dataset written to {args.save}")
+    server = ReplayServer(dataset, host=args.host, port=args.port, faults=faults)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        url = server.start()
+    except OSError as e:
+        print(
+            f"tk_replay: cannot listen on {args.host}:{args.port}: {e}. Pick another --port.", file=sys.stderr
+        )
+        return 1
+    print(
+        f"TK replay server: {url}/OData/v4/2.0/ and {url}/OData/v5/  ({json.dumps(dataset.summary())})",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""``tk-checkpoint``: inspect and manage checkpoint runs (list, show, delete, cleanup, unlock).
+
+Each subcommand is one ``cmd_*`` function plus one :class:`Command` entry in :data:`COMMANDS`; adding a
+subcommand (``resume`` comes with the DAG) is exactly that. Every command takes ``--json`` and ``--base``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checkpoint import DEFAULT_BASE, CheckpointManager, LoaderState, format_progress
+from .errors import CheckpointError, InvalidNameError, RunNotFoundError
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_CHECKPOINT = 3
+
+EPILOG = """\
+exit codes:
+  0  success (also when there is nothing to list or clean up)
+  1  not found or not done: "Run not found", "No incomplete runs found", a declined confirmation
+  2  usage: bad arguments, an invalid run id or loader name, delete without --yes and no terminal
+  3  checkpoint problem: a damaged or locked checkpoint, a file of a newer schema, storage unreachable
+
+base: --base, else $TK_CHECKPOINT_BASE, else ./checkpoints (a folder, or a URL such as
+s3://aws_default@bucket/checkpoints, which needs Airflow and its provider for that store).
+"""
+
+
+# --- output helpers ------------------------------------------------------------------------------
+
+
+def _emit_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+
+
+def _when(stamp: Any) -> str:
+    """'2026-11-27T22:19:54.749+00:00' -> '2026-11-27 22:19:54' (UTC)."""
+    return str(stamp)[:19].replace("T", " ") if stamp else "-"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
+    cells = [[str(c) for c in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        parts = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _pct(summary: dict[str, Any]) -> str:
+    p = summary.get("completion_percentage")
+    return "-" if p is None else f"{p:.1f}"
+
+
+def _loader_row(name: str, s: dict[str, Any], indent: str = "  ") -> list[Any]:
+    if s.get("state") == "damaged":
+        return [indent + name, "DAMAGED", "", "", "", "", "", s.get("error", "")[:80]]
+    return [
+        indent + name,
+        s["state"],
+        s["processed_count"],
+        s.get("total_items"),
+        _pct(s),
+        s["failed_count"],
+        s["skipped_count"],
+        _when(s.get("updated_at")),
+    ]
+
+
+LOADER_HEADERS = ["RUN / LOADER", "STATE", "PROCESSED", "TOTAL", "%", "FAILED", "SKIPPED", "UPDATED (UTC)"]
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace, mgr: CheckpointManager) -> int:
+    """Runs newest first, each with its loaders' progress and failures."""
+    runs = mgr.list_runs(details=True)
+    if args.incomplete:
+        runs = [r for r in runs if r.get("state") != "completed"]
+    if args.limit:
+        runs = runs[: args.limit]
+    if args.json:
+        _emit_json(runs)
+    elif not runs:
+        print("No incomplete runs found" if args.incomplete else f"No runs found in {mgr.checkpoint_dir}")
+    else:
+        rows: list[list[Any]] = []
+        for run in runs:
+            if run.get("state") == "damaged":
+                rows.append([run["run_id"], "DAMAGED", "", "", "", "", "", run.get("error", "")[:80]])
+                continue
+            rows.append([run["run_id"], run["state"], "", "", "", "", "", _when(run.get("updated_at"))])
+            rows.extend(_loader_row(name, s) for name, s in run.get("loaders", {}).items())
+        print(_table(LOADER_HEADERS, rows, right=(2, 3, 4, 5, 6)))
+    if args.incomplete and not runs:
+        return EXIT_NOT_FOUND
+    return EXIT_CHECKPOINT if any(_damaged(r) for r in runs) else EXIT_OK
+
+
+def _damaged(run: dict[str, Any]) -> bool:
+    return run.get("state") == "damaged" or any(
+        s.get("state") == "damaged" for s in run.get("loaders", {}).values()
+    )
+
+
+def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
+    """One run: the run file, each loader's detail, its tries, lock holder and last failures."""
+    run = mgr.get_run(args.run_id)
+    names = list(run["loaders"])
+    if args.loader:
+        if args.loader not in names:
+            print(f"Loader not found: {args.loader} in run {args.run_id}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        names = [args.loader]
+    detail: dict[str, Any] = {}
+    for name in names:
+        if run["loaders"][name].get("state") == "damaged":
+            detail[name] = run["loaders"][name]
+            continue
+        state: LoaderState = mgr.read_loader(args.run_id, name)
+        detail[name] = {
+            **state.summary(),
+            "tries": state.tries,
+            "last_failures": state.last_failures(args.failures),
+        }
+    if args.json:
+        _emit_json({**run, "loaders": detail})
+        return EXIT_CHECKPOINT if _damaged(run) else EXIT_OK
+    print(f"Run:         {run['run_id']}")
+    print(f"State:       {run['state']}")
+    print(f"DAG:         {run.get('dag_id') or '-'}")
+    print(f"Created:     {_when(run.get('created_at'))} UTC")
+    print(f"Updated:     {_when(run.get('updated_at'))} UTC")
+    if run.get("completed_at"):
+        print(f"Finished:    {_when(run.get('completed_at'))} UTC")
+    if run.get("conf"):
+        print(f"Conf:        {json.dumps(run['conf'], ensure_ascii=False)}")
+    if run.get("description"):
+        print(f"Description: {run['description']}")
+    if run.get("error"):
+        print(f"Error:       {run['error']}")
+    if not names:
+        print("\nNo loaders have recorded progress in this run yet.")
+    for name in names:
+        d = detail[name]
+        print()
+        if d.get("state") == "damaged":
+            print(f"Loader {name}: DAMAGED\n  {d.get('error')}")
+            continue
+        rate = f", {d['rate']} items/s in the last try" if d.get("rate") is not None else ""
+        print(f"Loader {name}: {d['state']}, batch {d['current_batch']}, {d['skipped_count']} skipped{rate}")
+        for line in format_progress(d).splitlines():
+            print(f"  {line}")
+        if d.get("error"):
+            print(f"  Error: {d['error']}")
+        if d.get("meta"):
+            print(f"  Meta: {json.dumps(d['meta'], ensure_ascii=False)}")
+        if d.get("locked_by"):
+            holder = d["locked_by"]
+            print(
+                f"  Locked by host {holder.get('host')} pid {holder.get('pid')} "
+                f"since {_when(holder.get('since'))}"
+            )
+        for incident in d.get("incidents", []):
+            print(f"  Set-aside damaged file: {incident}")
+        if d["tries"]:
+            rows = [
+                [
+                    t.get("index"),
+                    t.get("try_number"),
+                    t.get("host"),
+                    t.get("pid"),
+                    _when(t.get("started_at")),
+                    _when(t.get("ended_at")),
+                    t.get("outcome") or "running",
+                    t.get("processed"),
+                    t.get("skipped"),
+                    t.get("failed"),
+                ]
+                for t in d["tries"]
+            ]
+            headers = [
+                "#",
+                "TRY",
+                "HOST",
+                "PID",
+                "STARTED",
+                "ENDED",
+                "OUTCOME",
+                "PROCESSED",
+                "SKIPPED",
+                "FAILED",
+            ]
+            print("  Tries:")
+            print(
+                "\n".join(
+                    "    " + line for line in _table(headers, rows, right=(0, 1, 3, 7, 8, 9)).splitlines()
+                )
+            )
+        if d["last_failures"]:
+            print(f"  Last failures ({len(d['last_failures'])} of {d['failed_count']}):")
+            for f in d["last_failures"]:
+                print(f"    {f['item_id']}  attempts {f.get('attempts')}  {_when(f.get('last_failed_at'))}")
+                print(f"      {str(f.get('error', '')).splitlines()[0] if f.get('error') else ''}")
+    return EXIT_CHECKPOINT if _damaged(run) else EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace, mgr: CheckpointManager) -> int:
+    """Delete one run and its loader files (asks first unless --yes)."""
+    run = mgr.get_run(args.run_id)
+    if not args.yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            print(
+                f"Refusing to delete run {args.run_id} without confirmation: stdin is not a terminal. "
+                "Add --yes to delete it.",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        answer = input(f"Delete run {args.run_id} ({run['state']}, {len(run['loaders'])} loaders)? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing deleted.")
+            return EXIT_NOT_FOUND
+    mgr.delete_run(args.run_id)
+    if args.json:
+        _emit_json({"deleted": [args.run_id]})
+    else:
+        print(f"Deleted run {args.run_id}")
+    return EXIT_OK
+
+
+def cmd_cleanup(args: argparse.Namespace, mgr: CheckpointManager) -> int:
+    """Delete all but the newest --keep runs; running runs only with --force."""
+    runs = mgr.list_runs()
+    older = runs[args.keep :]
+    doomed = [r["run_id"] for r in older if args.force or r.get("state") not in ("running", "damaged")]
+    spared = [r["run_id"] for r in older if r["run_id"] not in doomed]
+    if not args.dry_run:
+        for run_id in doomed:
+            mgr.delete_run(run_id)
+    if args.json:
+        _emit_json(
+            {
+                "deleted": doomed,
+                "kept_running": spared,
+                "kept_newest": [r["run_id"] for r in runs[: args.keep]],
+            }
+        )
+        return EXIT_OK
+    verb = "Would delete" if args.dry_run else "Deleted"
+    for run_id in doomed:
+        print(f"{verb} run {run_id}")
+    for run_id in spared:
+        print(f"Kept run {run_id}: it is still running (use --force to delete it)")
+    if not doomed:
+        print(f"Nothing to clean up ({len(runs)} runs, keeping {args.keep}).")
+    return EXIT_OK
+
+
+def cmd_unlock(args: argparse.Namespace, mgr: CheckpointManager) -> int:
+    """Break the writer lock of a loader whose writer is gone."""
+    mgr._read_run(args.run_id)  # "Run not found" first
+    holder = mgr.unlock(args.run_id, args.loader)
+    if args.json:
+        _emit_json({"run_id": args.run_id, "loader": args.loader, "removed_lock": holder})
+    elif holder is None:
+        print(f"Loader {args.loader} of run {args.run_id} is not locked.")
+    else:
+        print(
+            f"Removed the lock of {args.run_id}/{args.loader} held by host {holder.get('host')} "
+            f"pid {holder.get('pid')}"
+        )
+    return EXIT_OK if holder is not None else EXIT_NOT_FOUND
+
+
+# --- registration --------------------------------------------------------------------------------
+
+Arg = tuple[tuple[str, ...], dict[str, Any]]
+RUN_ID: Arg = (("--run-id",), {"required": True, "help": "the run id (the Airflow run_id)"})
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, CheckpointManager], int]
+    arguments: Sequence[Arg] = field(default_factory=tuple)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "list",
+        "list runs, newest first, with per-loader progress",
+        cmd_list,
+        (
+            (("--incomplete",), {"action": "store_true", "help": "only runs that are not completed"}),
+            (("--limit",), {"type": int, "default": 0, "help": "show at most N runs"}),
+        ),
+    ),
+    Command(
+        "show",
+        "show one run: loaders, tries, last failures",
+        cmd_show,
+        (
+            RUN_ID,
+            (("--loader",), {"help": "only this loader"}),
+            (("--failures",), {"type": int, "default": 10, "help": "how many recent failures to show (10)"}),
+        ),
+    ),
+    Command(
+        "delete",
+        "delete a run (asks unless --yes)",
+        cmd_delete,
+        (RUN_ID, (("--yes", "-y"), {"action": "store_true", "help": "do not ask"})),
+    ),
+    Command(
+        "cleanup",
+        "delete old runs, keeping the newest N",
+        cmd_cleanup,
+        (
+            (("--keep",), {"type": int, "default": 5, "help": "runs to keep (default 5)"}),
+            (("--force",), {"action": "store_true", "help": "also delete running runs"}),
+            (("--dry-run",), {"action": "store_true", "help": "only say what would be deleted"}),
+        ),
+    ),
+    Command(
+        "unlock",
+        "break the writer lock of a loader whose writer is gone",
+        cmd_unlock,
+        (
+            RUN_ID,
+            (("--loader",), {"required": True, "help": "the loader name, e.g. load_zaak or load_zaak.3"}),
+        ),
+    ),
+)
+
+
+def _common(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--json", action="store_true", default=default, help="machine-readable output")
+    parser.add_argument("--base", default=default, help="checkpoint base: folder or URL (see below)")
+
+
+def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tk-checkpoint",
+        description="Inspect and manage the item-level checkpoints of tk_ingest runs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser, None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in commands:
+        p = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.run.__doc__,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _common(p, argparse.SUPPRESS)  # so --json / --base work before or after the command
+        for flags, options in command.arguments:
+            p.add_argument(*flags, **options)
+        p.set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    args.json = bool(args.json)
+    base = args.base or os.environ.get("TK_CHECKPOINT_BASE") or DEFAULT_BASE
+    try:
+        mgr = CheckpointManager(base)
+        return args.handler(args, mgr)
+    except InvalidNameError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunNotFoundError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except CheckpointError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_CHECKPOINT
+    except (OSError, ImportError) as exc:
+        print(f"Error: cannot read checkpoints at {base}: {exc}", file=sys.stderr)
+        return EXIT_CHECKPOINT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
