@@ -6,9 +6,10 @@ Prints, all measured in this run on the local disk:
 
 1. N items marked one by one with ``save_progress()`` every 25: time and bytes written (``wchar`` of
    /proc/self/io: every byte handed to write()), against a re-implementation of the original pattern
-   (the whole processed list rewritten as JSON every 25 items). The naive pattern is quadratic, so it runs on a smaller N
-   and is extrapolated with its exact formula: bytes(N) = sum over saves k of (header + k*25*bytes_per_id),
-   time(N) = bytes(N) / its measured throughput. Both engines are also compared at the naive's N, measured.
+   (the whole processed list rewritten as JSON every 25 items). The naive pattern is quadratic, so it runs
+   on a smaller N and is extrapolated with its exact formula:
+   bytes(N) = sum over saves k of (header + k*25*bytes_per_id), time(N) = bytes(N) / its measured
+   throughput. Both engines are also compared at the naive's N, measured.
 2. Median (and p99, max) cost of one save of 25 new items once N items are done, with fsync on (the default)
    and off.
 3. Reopening a checkpoint of N processed ids (gzip snapshot, plain snapshot, snapshot + journal).

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from tk_checkpoint import loader_name  # checkpoint key of a task instance: load_zaak.3
+
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_DAYS = 30
@@ -112,11 +114,6 @@ def split_window(window: Window, days: int) -> list[Window]:
         parts.append(Window(cursor, nxt))
         cursor = nxt
     return parts
-
-
-def loader_name(task_id: str, map_index: int | None) -> str:
-    """Checkpoint loader name of a (possibly mapped) task instance: ``load_zaak.3``."""
-    return task_id if map_index is None or map_index < 0 else f"{task_id}.{map_index}"
 
 
 def task_id_for(entity: str) -> str:
@@ -225,7 +222,7 @@ def run_loader(
     driver = connect(conn_id)
     try:
         with LoaderCheckpoint(
-            manager, name, attempt=try_number, meta={"entity": entity, **win.to_dict()}
+            manager, name, try_number=try_number, meta={"entity": entity, **win.to_dict()}
         ) as checkpoint:
             result = load_entity(
                 entity,

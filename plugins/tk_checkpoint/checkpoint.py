@@ -398,7 +398,7 @@ def _salvage(
     kept: int,
     dropped: int,
 ) -> None:
-    """Writer-side recovery of a damaged journal: keep the good prefix in a snapshot, set the journal aside."""
+    """Writer-side recovery of a damaged journal: keep the good prefix in a snapshot, set the rest aside."""
     doc = state.to_document()
     store.write(keys["gzip"], ff.maybe_gzip(ff.encode_document(doc, big_key="processed_ids"), 0)[0])
     store.delete(keys["plain"])

@@ -15,7 +15,9 @@ Settings (environment, or the matching CLI flags):
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,3 +120,64 @@ def clear_failed_tasks(api: AirflowApi, dag_id: str, run_id: str) -> list[dict[s
         }
         for ti in resp.json().get("task_instances", [])
     ]
+
+
+EXIT_AIRFLOW = 4
+"""Exit code of ``resume`` when the Airflow API refused or could not be reached."""
+
+
+def resume_run(
+    mgr: Any, run_id: str | None, api: AirflowApi, default_dag_id: str = "tk_ingest"
+) -> ResumeResult | None:
+    """Clear the failed tasks of ``run_id`` (or of the latest unfinished run); None when there is none.
+
+    Raises RunNotFoundError for an unknown ``run_id`` and ResumeError when Airflow refuses.
+    """
+    run_id = run_id or mgr.get_latest_incomplete_run()
+    if run_id is None:
+        return None
+    run = mgr.get_run(run_id)
+    dag_id = run.get("dag_id") or default_dag_id
+    cleared = clear_failed_tasks(api, dag_id, run_id)
+    if cleared:
+        mgr.resume_run(run_id)
+    return ResumeResult(run_id=run_id, dag_id=dag_id, cleared=cleared)
+
+
+def cmd_resume(args: Any, mgr: Any) -> int:
+    """Clear the failed and upstream-failed tasks of the latest unfinished run (or --run-id) in Airflow.
+
+    The cleared tasks run again in the same DAG run and skip the items their checkpoints hold.
+    """
+    api = AirflowApi.from_env(url=args.api_url, username=args.api_user, password=args.api_password)
+    try:
+        result = resume_run(mgr, args.run_id, api, default_dag_id=args.dag_id)
+    except ResumeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_AIRFLOW
+    if result is None:
+        if args.json:
+            print(json.dumps({"run_id": None, "cleared": [], "message": "No incomplete runs found"}))
+        else:
+            print("No incomplete runs found")
+        return 1
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not result.cleared:
+        print(f"Run {result.run_id} ({result.dag_id}) has no failed tasks to clear.")
+    else:
+        print(f"Cleared {len(result.cleared)} task instance(s) of run {result.run_id} ({result.dag_id}):")
+        for ti in result.cleared:
+            index = "" if ti["map_index"] in (None, -1) else f"[{ti['map_index']}]"
+            print(f"  {ti['task_id']}{index}  (was {ti['state']})")
+        print("They run again and skip the items already processed.")
+    return 0
+
+
+RESUME_ARGUMENTS = (
+    (("--run-id",), {"help": "the run to resume (default: the latest unfinished run)"}),
+    (("--dag-id",), {"default": "tk_ingest", "help": "DAG of runs whose checkpoint lacks it (tk_ingest)"}),
+    (("--api-url",), {"help": f"Airflow api-server (default $AIRFLOW_API_URL or {DEFAULT_API_URL})"}),
+    (("--api-user",), {"help": "Airflow user (default $AIRFLOW_API_USERNAME)"}),
+    (("--api-password",), {"help": "Airflow password (default $AIRFLOW_API_PASSWORD)"}),
+)
