@@ -1,8 +1,9 @@
 """
 # tk_ingest — Tweede Kamer open data into Neo4j
 
-Loads **Zaak, Document, Vergadering, Agendapunt, Activiteit** and their relationships from the TK
-OData API into Neo4j (connection `neo4j_default`), resumable per item.
+Loads **Zaak, Document, Vergadering, Agendapunt, Activiteit** (and **Verslag**, the reports that link
+to a Vergadering) and their relationships from the TK OData API into Neo4j (connection
+`neo4j_default`), resumable per item.
 
 * **Daily schedule** (no catch-up): each run loads the entities whose `ApiGewijzigdOp` falls in the
   run's data interval — updates, new links and deletions (tombstones) of that day.
@@ -13,8 +14,9 @@ OData API into Neo4j (connection `neo4j_default`), resumable per item.
   checkpoint, so a backfill uses every worker and a failure redoes only its own window.
 * **Tasks**: `setup` checks the window, creates the Neo4j constraints, checks the API `$metadata` and
   opens the checkpoint run (checkpoint run id = this DAG run's `run_id`). Then one task per entity,
-  `load_zaak` … `load_activiteit`, independent of each other: a failed loader does not stop the others,
-  and the run ends failed if any loader failed.
+  `load_zaken`, `load_documents`, `load_vergaderingen`, `load_agendapunten`, `load_activiteiten`,
+  `load_verslagen` (the original tool's loader names), independent of each other: a failed loader
+  does not stop the others, and the run ends failed if any loader failed.
 * **Retries and clears** reopen the task instance's checkpoint `(run_id, task_id, map_index)` and skip
   the items already written (the log says how many). `tk-checkpoint resume` clears the failed tasks of
   the latest unfinished run; `tk-checkpoint list` / `show` tell what each run did.
@@ -32,8 +34,10 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from include.loaders import pipeline
+from include.loaders.entities import ENTITIES
 
-ENTITY_NAMES = ["Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit"]
+# One loader task per entry of the entity table (a new entity there is a new task here).
+ENTITY_NAMES = list(ENTITIES)
 
 DATE_OR_NULL = {"type": ["null", "string"], "format": "date"}
 
@@ -151,7 +155,7 @@ def tk_ingest():
 
     windows = setup()
     for entity in ENTITY_NAMES:
-        load.override(task_id=pipeline.task_id_for(entity)).partial(entity=entity).expand(window=windows)
+        load.override(task_id=ENTITIES[entity].loader).partial(entity=entity).expand(window=windows)
     windows >> cleanup()
 
 

@@ -217,7 +217,8 @@ def test_run_lifecycle_is_idempotent_and_redacts_secrets(tmp_path):
     assert mgr.start_new_run(RUN, dag_id="tk_ingest", conf=conf) == RUN
     assert mgr.start_new_run(RUN, dag_id="tk_ingest") == RUN  # a retried task: reopens
     run = mgr.get_run(RUN)
-    assert run["state"] == "running" and run["dag_id"] == "tk_ingest"
+    assert run["state"] == "running" and run["dag_id"] == "tk_ingest" and run["loaders"] == {}
+    assert "loaders" not in mgr.get_run(RUN, loaders=False)
     assert run["conf"] == {
         "start_date": "2024-06-01",
         "neo4j_password": "***redacted***",

@@ -14,7 +14,6 @@ from include.loaders.pipeline import (
     plan,
     resolve_window,
     split_window,
-    task_id_for,
 )
 
 NOW = datetime(2026, 11, 27, 22, 0, tzinfo=UTC)
@@ -68,6 +67,5 @@ def test_plan_rejects_unknown_entities():
 
 
 def test_checkpoint_key_of_a_mapped_task_instance():
-    assert task_id_for("Agendapunt") == "load_agendapunt"
     assert loader_name("load_zaak", 3) == "load_zaak.3"
     assert loader_name("load_zaak", -1) == "load_zaak"

@@ -116,11 +116,6 @@ def split_window(window: Window, days: int) -> list[Window]:
     return parts
 
 
-def task_id_for(entity: str) -> str:
-    """The Airflow task id of an entity's loader (``Zaak`` -> ``load_zaak``)."""
-    return f"load_{entity.lower()}"
-
-
 def plan(window: Window, entities: Iterable[str], window_days: int) -> list[dict[str, str]]:
     """The sub-windows every selected loader maps over (one mapped task instance each)."""
     from include.loaders.entities import ENTITIES

@@ -559,16 +559,22 @@ class CheckpointManager:
         runs.sort(key=lambda r: (str(r.get("created_at") or ""), r["run_id"]), reverse=True)
         return runs
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        """The run file plus ``loaders``: {name: summary}; damaged loader files show ``state: damaged``."""
+    def get_run(self, run_id: str, loaders: bool = True) -> dict[str, Any]:
+        """The run file plus ``loaders``: {name: summary}; damaged loader files show ``state: damaged``.
+
+        Summaries read every loader file in full; ``loaders=False`` returns the run file alone (cheap).
+        Raises RunNotFoundError ("Run not found").
+        """
         doc = dict(self._read_run(run_id))
-        loaders = {}
+        if not loaders:
+            return doc
+        loaders_out = {}
         for name in self.loader_names(run_id):
             try:
-                loaders[name] = self.read_loader(run_id, name).summary()
+                loaders_out[name] = self.read_loader(run_id, name).summary()
             except CheckpointError as exc:
-                loaders[name] = {"loader": name, "state": "damaged", "error": str(exc)}
-        doc["loaders"] = loaders
+                loaders_out[name] = {"loader": name, "state": "damaged", "error": str(exc)}
+        doc["loaders"] = loaders_out
         return doc
 
     def loader_names(self, run_id: str) -> list[str]:

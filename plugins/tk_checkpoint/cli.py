@@ -1,7 +1,7 @@
-"""``tk-checkpoint``: inspect and manage checkpoint runs (list, show, delete, cleanup, unlock).
+"""``tk-checkpoint``: inspect and manage checkpoint runs (list, show, delete, cleanup, resume, unlock).
 
 Each subcommand is one ``cmd_*`` function plus one :class:`Command` entry in :data:`COMMANDS`; adding a
-subcommand (``resume`` comes with the DAG) is exactly that. Every command takes ``--json`` and ``--base``.
+subcommand is exactly that (``resume`` lives in ``resume.py``). Every command takes ``--json`` and ``--base``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from .checkpoint import DEFAULT_BASE, CheckpointManager, LoaderState, format_progress
 from .errors import CheckpointError, InvalidNameError, RunNotFoundError
+from .resume import RESUME_ARGUMENTS, cmd_resume
 
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
@@ -28,6 +29,7 @@ exit codes:
   1  not found or not done: "Run not found", "No incomplete runs found", a declined confirmation
   2  usage: bad arguments, an invalid run id or loader name, delete without --yes and no terminal
   3  checkpoint problem: a damaged or locked checkpoint, a file of a newer schema, storage unreachable
+  4  resume: the Airflow API refused or could not be reached
 
 base: --base, else $TK_CHECKPOINT_BASE, else ./checkpoints (a folder, or a URL such as
 s3://aws_default@bucket/checkpoints, which needs Airflow and its provider for that store).
@@ -333,6 +335,12 @@ COMMANDS: tuple[Command, ...] = (
             (("--force",), {"action": "store_true", "help": "also delete running runs"}),
             (("--dry-run",), {"action": "store_true", "help": "only say what would be deleted"}),
         ),
+    ),
+    Command(
+        "resume",
+        "re-run the failed tasks of the latest unfinished run (or --run-id) through the Airflow REST API",
+        cmd_resume,
+        RESUME_ARGUMENTS,
     ),
     Command(
         "unlock",

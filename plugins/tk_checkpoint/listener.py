@@ -35,7 +35,7 @@ def _set_run_state(dag_run: Any, state: str, msg: str | None = None) -> None:
     try:
         mgr = _manager()
         try:
-            mgr.get_run(run_id)
+            mgr.get_run(run_id, loaders=False)  # cheap: the run file only
         except RunNotFoundError:
             return  # not one of ours
         if state == "completed":
