@@ -12,8 +12,8 @@ Measured, in the same run, on the same generated rows (five entities with their 
 4. **one transaction per item** (the old loader's pattern) on a subset of the same rows (it is slow; the
    subset size is printed), re-writing them into the fully loaded graph: once as the original did it, with
    no index (the constraints dropped for the measurement), and once with the constraints in place;
-5. **peak memory** (``ru_maxrss`` of a child process) loading ``--mem-small`` and ``--mem-large`` Zaak rows
-   end to end with checkpoints on.
+5. **peak memory** (``VmHWM`` of a child process, see :func:`_peak_rss_kb`) loading ``--mem-small`` and
+   ``--mem-large`` Zaak rows end to end with checkpoints on.
 
 Neo4j: the server of ``NEO4J_BOLT_PORT`` (start one with scripts/neo4j.sh). The graph is wiped between runs.
 """
@@ -176,34 +176,45 @@ def per_item(prepared: dict[str, list[Any]], driver: Any, per_entity: int, index
         writer.ensure_constraints()
 
 
-def _memory_child(url: str, entity: str, base: str) -> None:
-    """Runs in a child: one end-to-end load with checkpoints; prints items and peak RSS."""
-    from tk_checkpoint import CheckpointManager, LoaderCheckpoint
-
+def _memory_child(url: str, entity: str, base: str | None) -> None:
+    """In a child: one end-to-end load (checkpoints on unless ``base`` is None); prints items, peak RSS."""
     from include.loaders.load import load_entity
 
     driver = _driver()
     client = _client(url)
-    mgr = CheckpointManager(base)
-    mgr.start_new_run(run_id="mem")
-    with LoaderCheckpoint(mgr, "load_mem") as cp:
-        r = load_entity(entity, client=client, driver=driver, checkpoint=cp, progress_seconds=3600)
-    maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"items": r.processed, "seconds": r.seconds, "maxrss_mb": maxrss_kb / 1024}))
+    if base is None:
+        r = load_entity(entity, client=client, driver=driver, progress_seconds=3600)
+    else:
+        from tk_checkpoint import CheckpointManager, LoaderCheckpoint
+
+        mgr = CheckpointManager(base)
+        mgr.start_new_run(run_id="mem")
+        with LoaderCheckpoint(mgr, "load_mem") as cp:
+            r = load_entity(entity, client=client, driver=driver, checkpoint=cp, progress_seconds=3600)
+    print(json.dumps({"items": r.processed, "seconds": r.seconds, "maxrss_mb": _peak_rss_kb() / 1024}))
 
 
-def memory(n: int, driver: Any) -> dict[str, Any]:
+def _peak_rss_kb() -> int:
+    """Peak RSS of this process image. ``VmHWM`` on Linux: ``ru_maxrss`` would also count the parent's
+    pages this child had between fork and exec (Linux keeps that high-water mark across execve), so a
+    child of a big parent reports the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def memory(n: int, driver: Any, checkpoints: bool = True) -> dict[str, Any]:
     with replay_process(n, seed=5, sets="Zaak") as url, tempfile.TemporaryDirectory() as base:
         wipe(driver)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")])}
-        out = subprocess.run(
-            [sys.executable, __file__, "--memory-child", url, "--entity", "Zaak", "--base", base],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        cmd = [sys.executable, __file__, "--memory-child", url, "--entity", "Zaak"]
+        cmd += ["--base", base] if checkpoints else []
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -216,6 +227,7 @@ def main() -> int:
     ap.add_argument("--mem-small", type=int, default=20_000)
     ap.add_argument("--mem-large", type=int, default=200_000)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--only-memory", action="store_true")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     ap.add_argument("--entity", help=argparse.SUPPRESS)
     ap.add_argument("--base", help=argparse.SUPPRESS)
@@ -226,6 +238,28 @@ def main() -> int:
 
     driver = _driver()
     figures: dict[str, Any] = {"n_per_set": a.n, "batch_size": a.batch_size}
+    if not a.only_memory:
+        throughput(a, driver, figures)
+    if not a.skip_memory:
+        for checkpoints in (True, False):
+            small = memory(a.mem_small, driver, checkpoints)
+            large = memory(a.mem_large, driver, checkpoints)
+            ratio = large["maxrss_mb"] / small["maxrss_mb"]
+            key = "checkpoints_on" if checkpoints else "checkpoints_off"
+            figures[f"memory_{key}"] = {"small": small, "large": large, "ratio": round(ratio, 3)}
+            for label, m in ((a.mem_small, small), (a.mem_large, large)):
+                print(
+                    f"peak RSS {label} items, {key}: {m['maxrss_mb']:.1f} MB "
+                    f"({m['items'] / m['seconds']:.0f} items/s)"
+                )
+            print(f"memory ratio, {key}: {ratio:.3f} (target <= 1.2)")
+    driver.close()
+    print(json.dumps(figures))
+    return 0
+
+
+def throughput(a: argparse.Namespace, driver: Any, figures: dict[str, Any]) -> None:
+    """Figures 1-4 of the module docstring, into ``figures``."""
     with replay_process(a.n, seed=1) as url:
         prepared = fetch_prepared(url)
         total = sum(map(len, prepared.values()))
@@ -263,19 +297,6 @@ def main() -> int:
     print(f"end-to-end, no checkpts : {off:9.1f} items/s   on/off {on / off:.3f} (target >= 0.95)")
     print(f"one tx per item, no index (old pattern, {one_items} rows): {one:8.1f} items/s -> {on / one:.1f}x")
     print(f"one tx per item, with index ({idx_items} rows): {one_idx:8.1f} items/s -> {on / one_idx:.1f}x")
-    if not a.skip_memory:
-        small = memory(a.mem_small, driver)
-        large = memory(a.mem_large, driver)
-        ratio = large["maxrss_mb"] / small["maxrss_mb"]
-        figures.update(memory_small=small, memory_large=large, ratio_memory=round(ratio, 3))
-        for label, m in ((a.mem_small, small), (a.mem_large, large)):
-            print(
-                f"peak RSS {label} items: {m['maxrss_mb']:.1f} MB ({m['items'] / m['seconds']:.0f} items/s)"
-            )
-        print(f"memory ratio {ratio:.3f} (target <= 1.2)")
-    driver.close()
-    print(json.dumps(figures))
-    return 0
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ class Airflow:
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
                 "PYTHONWARNINGS": "ignore",
+                # standalone starts its components as `airflow …` found on PATH
+                "PATH": os.pathsep.join([str(Path(PY).parent), os.environ.get("PATH", "")]),
                 "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
             }
         )

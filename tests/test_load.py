@@ -4,6 +4,7 @@ checkpoint engine. Each test names the acceptance line of issue 5 it proves."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -16,6 +17,7 @@ from collections import Counter
 import pytest
 
 from include.loaders.entities import CORE_ENTITIES, ENTITIES, requirements
+from include.loaders.graph import connect
 from include.loaders.load import load_entity, run_loaders
 from include.tk_replay.dataset import Dataset, format_ticks
 from include.tk_replay.faults import FaultConfig
@@ -32,6 +34,18 @@ from tests.loader_fixtures import (
 )
 
 
+@pytest.fixture
+def load_log(caplog):
+    """The loop's log lines, also once Airflow's logging (structlog, no propagation) is configured."""
+    logger = logging.getLogger("include.loaders.load")
+    logger.addHandler(caplog.handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(old_level)
+
+
 def _count(driver, query: str, **params) -> int:
     return driver.execute_query(query, **params).records[0][0]
 
@@ -44,14 +58,17 @@ def _node(driver, label: str, rid: str) -> dict | None:
 # -- the real samples load --------------------------------------------------------------------------------
 
 
-def test_real_samples_load_counts_values_and_no_tombstones(neo4j_empty, caplog):
+def test_real_samples_load_counts_values_and_no_tombstones(neo4j_empty, load_log):
     driver = neo4j_empty
     ds = Dataset.samples()
-    caplog.set_level("INFO", logger="include.loaders.load")
+    hook_driver = connect("neo4j_default")  # as in Airflow: Neo4jHook, the env-var connection
     with replay(ds) as server:
         client = make_client(server.url)
         client.check_metadata(requirements())
-        results = load_all(client, driver, CORE_ENTITIES, batch_size=100)
+        try:
+            results = load_all(client, hook_driver, CORE_ENTITIES, batch_size=100)
+        finally:
+            hook_driver.close()
 
     for name in CORE_ENTITIES:
         rows = ds.rows[name]
@@ -89,7 +106,7 @@ def test_real_samples_load_counts_values_and_no_tombstones(neo4j_empty, caplog):
     assert a["eindtijd"].iso_format() == "2025-10-02T23:58:00.000000000+02:00"
 
     # progress lines and the closing summary, as the original showed them
-    text = caplog.text
+    text = load_log.text
     assert re.search(r"📊 Progress: 250/250 \(100\.0%\)", text)
     assert re.search(r"✅ Activiteit: 251 processed / 0 skipped / 0 failed / 251 total .* items/s", text)
 
@@ -200,7 +217,7 @@ class _DropIds:
             yield [{k: v for k, v in r.items() if k != "Id"} if r.get("Id") in self.ids else r for r in page]
 
 
-def test_poison_items_are_marked_failed_and_everything_else_loads(neo4j_empty, tmp_path, caplog):
+def test_poison_items_are_marked_failed_and_everything_else_loads(neo4j_empty, tmp_path, load_log):
     from tk_checkpoint import CheckpointManager, LoaderCheckpoint
 
     driver = neo4j_empty
@@ -210,7 +227,6 @@ def test_poison_items_are_marked_failed_and_everything_else_loads(neo4j_empty, t
     ds.rows["Zaak"][bad_value]["Titel"] = {"nested": "a map Neo4j refuses"}
     ds.rows["Zaak"][bad_date]["GestartOp"] = "2025-13-45T00:00:00+01:00"
     ds.touch()
-    caplog.set_level("INFO", logger="include.loaders.load")
     manager = CheckpointManager(str(tmp_path))
     manager.start_new_run(run_id="poison")
     with replay(ds) as server:
@@ -231,8 +247,8 @@ def test_poison_items_are_marked_failed_and_everything_else_loads(neo4j_empty, t
             _count(driver, "MATCH (z:Zaak) WHERE z.apiGewijzigdOp IS NOT NULL RETURN count(z)") == n_live - 3
         )
         assert _node(driver, "Zaak", bad_value) is None
-        assert "⚠️ 3 items failed during processing" in caplog.text
-        assert "splitting it to isolate the bad items" in caplog.text
+        assert "⚠️ 3 items failed during processing" in load_log.text
+        assert "splitting it to isolate the bad items" in load_log.text
 
         # the next try of the task: the data was fixed at the source; only the failed items are redone
         ds.rows["Zaak"][bad_value]["Titel"] = "fixed"

@@ -348,6 +348,7 @@ def load_entity(
     writer = GraphWriter(driver, database)
     loop = _Loop(ent, writer, checkpoint, result, checkpoint_interval, progress_seconds)
     window = f"[{start.isoformat() if start else '-inf'}, {end.isoformat() if end else '+inf'})"
+    pages: Iterator[list[dict[str, Any]]] | None = None
     try:
         writer.ensure_constraints(all_labels([ent]))
         if count:
@@ -396,6 +397,7 @@ def load_entity(
                     loop.write(batch)
                     batch = []
             loop.progress()
+        pages.close()  # stops the prefetch thread now rather than at garbage collection
         loop.flush_skips()
         loop.write(batch)
         batch = []
@@ -439,6 +441,8 @@ def load_entity(
         return result
     except BaseException as e:
         result.seconds = time.monotonic() - t0
+        if pages is not None:
+            pages.close()  # type: ignore[attr-defined]  # the prefetch generator: stop its thread
         if checkpoint is not None:
             try:
                 checkpoint.save_progress()

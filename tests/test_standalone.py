@@ -1,0 +1,104 @@
+"""Clear and resume through a real `airflow standalone` (scheduler, api-server, LocalExecutor).
+
+Trigger with conf by the CLI; the Zaak loader fails after N items (the offline API refuses every page
+beyond item N) while the other loaders succeed; `tk-checkpoint resume` clears it through the REST API; the
+run ends in success and the cleared task skipped the N items done before the failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from include.tk_replay.dataset import Dataset
+from include.tk_replay.faults import FaultConfig
+from include.tk_replay.server import ReplayServer
+from scripts.local_stack import Airflow
+from tests.test_dag import first_day
+
+pytestmark = pytest.mark.standalone
+
+TK_CHECKPOINT = str(Path(sys.executable).parent / "tk-checkpoint")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_clear_and_resume_through_airflow_standalone(neo4j_empty, tmp_path):
+    from tk_checkpoint import CheckpointManager
+
+    n = 250
+    dataset = Dataset.generate(400, seed=5)
+    checkpoints = tmp_path / "checkpoints"
+    with ReplayServer(dataset, faults=FaultConfig(fail_after_entity="Zaak", fail_after_items=n)) as server:
+        airflow = Airflow(
+            tmp_path / "airflow",
+            port=free_port(),
+            extra_env={
+                "TK_API_BASE_URL": server.url,
+                "TK_CHECKPOINT_BASE": str(checkpoints),
+                "TK_TASK_RETRIES": "0",  # fail at once: this test resumes by hand
+                "TK_API_MAX_RETRIES": "0",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow/airflow.db",
+            },
+        )
+        airflow.airflow("db", "migrate")
+        airflow.start()
+        try:
+            airflow.wait_for_dag("tk_ingest")
+            run_id = "manual__resume_test"
+            conf = {"start_date": first_day(dataset), "window_days": 3660}
+            airflow.airflow("dags", "trigger", "tk_ingest", "--conf", json.dumps(conf), "-r", run_id)
+            airflow.api("PATCH", "/dags/tk_ingest", json={"is_paused": False}).raise_for_status()
+            assert airflow.wait_for_run("tk_ingest", run_id, timeout=600) == "failed"
+
+            tis = airflow.api("GET", f"/dags/tk_ingest/dagRuns/{run_id}/taskInstances").json()
+            states = {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
+            assert states.pop("load_zaken") == "failed"
+            assert states.pop("setup") == "success"
+            assert states.pop("cleanup") == "skipped"
+            assert set(states.values()) == {"success"}, states  # the other loaders were not stopped
+
+            mgr = CheckpointManager(str(checkpoints))
+            assert mgr.get_run(run_id, loaders=False)["state"] == "failed"  # listener, in the scheduler
+            failed_try = mgr.read_loader(run_id, "load_zaken.0")
+            assert failed_try.state == "failed" and len(failed_try.processed) == n
+
+            server.set_faults(None)
+            env = dict(
+                os.environ,
+                TK_CHECKPOINT_BASE=str(checkpoints),
+                AIRFLOW_API_URL=airflow.url,
+                AIRFLOW_API_USERNAME="admin",
+                AIRFLOW_API_PASSWORD=airflow.password,
+            )
+            resume = subprocess.run([TK_CHECKPOINT, "resume"], env=env, capture_output=True, text=True)
+            assert resume.returncode == 0, resume.stderr
+            assert f"of run {run_id}" in resume.stdout
+            assert "load_zaken[0]" in resume.stdout
+
+            assert airflow.wait_for_run("tk_ingest", run_id, timeout=600) == "success"
+            state = mgr.read_loader(run_id, "load_zaken.0")
+            assert state.state == "completed"
+            assert len(state.processed) == len(dataset.rows["Zaak"])
+            assert [t["outcome"] for t in state.tries] == ["failed", "completed"]
+            assert state.tries[1]["skipped"] == n
+            assert state.tries[1]["processed"] == len(dataset.rows["Zaak"]) - n
+            assert mgr.get_run(run_id, loaders=False)["state"] == "completed"
+
+            for other in airflow.api("GET", "/dags/tk_ingest/dagRuns").json()["dag_runs"]:
+                airflow.wait_for_run("tk_ingest", other["dag_run_id"], timeout=300)  # the scheduled one
+            again = subprocess.run([TK_CHECKPOINT, "resume"], env=env, capture_output=True, text=True)
+            assert again.returncode == 1 and "No incomplete runs found" in again.stdout
+        finally:
+            airflow.stop()
+        assert not airflow.running()
