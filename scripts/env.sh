@@ -11,6 +11,9 @@
 : "${NEO4J_HEAP:=1g}"
 : "${TK_REPLAY_PORT:=8765}"
 : "${TK_CHECKPOINT_BASE:=$TK_STATE_DIR/checkpoints}"
-: "${AIRFLOW_CONN_NEO4J_DEFAULT:={\"conn_type\":\"neo4j\",\"host\":\"$NEO4J_BOLT_HOST\",\"port\":$NEO4J_BOLT_PORT,\"login\":\"neo4j\",\"password\":\"$NEO4J_PASSWORD\"}}"
+if [ -z "${AIRFLOW_CONN_NEO4J_DEFAULT:-}" ]; then  # the Airflow connection neo4j_default, JSON form
+  AIRFLOW_CONN_NEO4J_DEFAULT=$(printf '{"conn_type":"neo4j","host":"%s","port":%s,"login":"neo4j","password":"%s"}' \
+    "$NEO4J_BOLT_HOST" "$NEO4J_BOLT_PORT" "$NEO4J_PASSWORD")
+fi
 export TK_ROOT TK_VENV TK_STATE_DIR NEO4J_HOME_DIR NEO4J_BOLT_HOST NEO4J_BOLT_PORT NEO4J_PASSWORD \
        NEO4J_PAGECACHE_MB NEO4J_HEAP TK_REPLAY_PORT TK_CHECKPOINT_BASE AIRFLOW_CONN_NEO4J_DEFAULT

@@ -73,7 +73,12 @@ def server(dataset):
 def test_dags_test_builds_the_graph(airflow_db, neo4j_empty, server, dataset, tmp_path):
     from tk_checkpoint import CheckpointManager
 
-    conf = {"start_date": first_day(dataset), "window_days": 3660}
+    old = CheckpointManager(str(tmp_path))
+    for i in range(3):  # earlier runs, for the maintenance task (cleanup_keep)
+        old.start_new_run(f"manual__old_{i}", dag_id="tk_ingest")
+        old.complete_run()
+        time.sleep(0.01)
+    conf = {"start_date": first_day(dataset), "window_days": 3660, "cleanup_keep": 2}
     proc = dags_test(conf, airflow_env(server.url, tmp_path))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
 
@@ -85,7 +90,7 @@ def test_dags_test_builds_the_graph(airflow_db, neo4j_empty, server, dataset, tm
         assert records[0]["c"] == len(dataset.live_ids(label)), label
 
     runs = CheckpointManager(str(tmp_path)).list_runs(details=True)
-    assert len(runs) == 1
+    assert [r["run_id"] for r in runs[1:]] == ["manual__old_2"]  # cleanup kept the newest 2 runs
     run = runs[0]
     assert run["dag_id"] == "tk_ingest"
     assert run["state"] == "completed"  # set by the plugin's listener on DAG-run success

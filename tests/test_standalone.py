@@ -95,6 +95,11 @@ def test_clear_and_resume_through_airflow_standalone(neo4j_empty, tmp_path):
             assert state.tries[1]["processed"] == len(dataset.rows["Zaak"]) - n
             assert mgr.get_run(run_id, loaders=False)["state"] == "completed"
 
+            by_id = subprocess.run(
+                [TK_CHECKPOINT, "resume", "--run-id", run_id], env=env, capture_output=True, text=True
+            )
+            assert by_id.returncode == 0 and "has no failed tasks to clear" in by_id.stdout
+
             for other in airflow.api("GET", "/dags/tk_ingest/dagRuns").json()["dag_runs"]:
                 airflow.wait_for_run("tk_ingest", other["dag_run_id"], timeout=300)  # the scheduled one
             again = subprocess.run([TK_CHECKPOINT, "resume"], env=env, capture_output=True, text=True)
