@@ -51,7 +51,9 @@ def wipe_neo4j() -> None:
 
 
 def seconds(run: dict) -> float:
-    return (datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])).total_seconds()
+    return (
+        datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])
+    ).total_seconds()
 
 
 def main() -> int:
@@ -110,6 +112,11 @@ def main() -> int:
                     - min(datetime.fromisoformat(t["start_date"]) for t in load)
                 ).total_seconds()
                 results[windows] = (seconds(run), load_span)
+                t0 = datetime.fromisoformat(run["start_date"])
+                for t in sorted(load, key=lambda t: t["map_index"]):
+                    start = (datetime.fromisoformat(t["start_date"]) - t0).total_seconds()
+                    took = datetime.fromisoformat(t["end_date"]) - datetime.fromisoformat(t["start_date"])
+                    print(f"    load_zaken[{t['map_index']}]: +{start:5.1f} s, {took.total_seconds():5.1f} s")
                 print(
                     f"{label:>10}: run {state}, {seconds(run):7.1f} s (loaders {load_span:6.1f} s), "
                     f"{len(load)} mapped task(s), items per window {per_window}"

@@ -105,6 +105,13 @@ class Airflow:
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.pidfile.write_text(str(proc.pid))
+        try:
+            self._wait_ready(proc, timeout)
+        except BaseException:  # not ready, or interrupted while waiting: leave nothing behind
+            self.stop()
+            raise
+
+    def _wait_ready(self, proc: subprocess.Popen, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -117,7 +124,6 @@ class Airflow:
             except requests.RequestException:
                 pass
             time.sleep(1)
-        self.stop()
         raise RuntimeError(f"airflow standalone not ready in {timeout:.0f} s; see {self.home}/standalone.log")
 
     def stop(self, timeout: float = 60.0) -> None:
@@ -131,7 +137,12 @@ class Airflow:
             time.sleep(0.5)
         if self.running():
             print("airflow standalone did not stop on SIGINT; killing its process group", file=sys.stderr)
+        # LocalExecutor workers can outlive the parent (they ignore SIGTERM): end whatever is left of
+        # the process group that start() created for this standalone, and only that group.
+        try:
             os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.pidfile.unlink(missing_ok=True)
         print("airflow standalone stopped")
 

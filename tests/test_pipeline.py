@@ -69,3 +69,16 @@ def test_plan_rejects_unknown_entities():
 def test_checkpoint_key_of_a_mapped_task_instance():
     assert loader_name("load_zaak", 3) == "load_zaak.3"
     assert loader_name("load_zaak", -1) == "load_zaak"
+
+
+def test_a_run_id_of_another_dag_is_refused(tmp_path):
+    from tk_checkpoint import CheckpointManager
+
+    from include.loaders.pipeline import _check_run_owner
+
+    mgr = CheckpointManager(str(tmp_path))
+    mgr.start_new_run("scheduled__2026-11-27T00:00:00+00:00", dag_id="other_dag")
+    _check_run_owner(mgr, "scheduled__2026-11-28T00:00:00+00:00", "tk_ingest")  # unknown run: fine
+    _check_run_owner(mgr, "scheduled__2026-11-27T00:00:00+00:00", "other_dag")  # its own run: fine
+    with pytest.raises(PipelineError, match="belongs to DAG 'other_dag'"):
+        _check_run_owner(mgr, "scheduled__2026-11-27T00:00:00+00:00", "tk_ingest")

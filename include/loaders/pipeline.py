@@ -179,8 +179,28 @@ def prepare_run(
         driver.close()
 
     manager = checkpoint_manager(checkpoint_base)
+    _check_run_owner(manager, run_id, dag_id)
     manager.start_new_run(run_id=run_id, dag_id=dag_id, conf=dict(conf))
     return windows
+
+
+def _check_run_owner(manager: Any, run_id: str, dag_id: str) -> None:
+    """Refuse to share a checkpoint run with another DAG that happens to use the same run_id.
+
+    Checkpoints are keyed by run_id (then task_id and map index); the run file records its dag_id. Two DAGs
+    on one checkpoint base would collide on scheduled run ids such as ``scheduled__2026-11-27T00:00:00``.
+    """
+    from tk_checkpoint import RunNotFoundError
+
+    try:
+        owner = manager.get_run(run_id, loaders=False).get("dag_id")
+    except RunNotFoundError:
+        return
+    if owner and owner != dag_id:
+        raise PipelineError(
+            f"Checkpoint run {run_id!r} under {manager.checkpoint_dir} belongs to DAG {owner!r}, "
+            f"not {dag_id!r}. Give each DAG its own TK_CHECKPOINT_BASE."
+        )
 
 
 def run_loader(

@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,7 @@ from .errors import (
     InvalidNameError,
     RunNotFoundError,
 )
+from .idset import IdSet
 from .lock import WriterLock, break_lock
 from .store import Journal, Store, open_store
 
@@ -176,7 +177,8 @@ _SET_FIELDS = (
 
 @dataclass
 class LoaderState:
-    """A loader file read back: snapshot plus journal. Item ids are strings."""
+    """A loader file read back: snapshot plus journal. Item ids are strings; ``processed`` is an
+    :class:`~tk_checkpoint.idset.IdSet` (a set of strings, about 18 bytes per GUID)."""
 
     run_id: str
     loader: str
@@ -192,12 +194,18 @@ class LoaderState:
     journal_seq: int = 0
     tries: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)
-    processed: set[str] = field(default_factory=set)
+    processed: IdSet = field(default_factory=IdSet)
     incidents: list[str] = field(default_factory=list)
     locked_by: dict[str, Any] | None = None
 
     @classmethod
-    def from_document(cls, doc: dict[str, Any], run_id: str, loader: str) -> LoaderState:
+    def from_document(
+        cls, doc: dict[str, Any], run_id: str, loader: str, processed: IdSet | None = None
+    ) -> LoaderState:
+        """From a snapshot document; its ``processed_ids`` unless the ids are given as ``processed``."""
+        if processed is None:
+            processed = IdSet()
+            processed.update(doc["processed_ids"])
         return cls(
             run_id=run_id,
             loader=loader,
@@ -213,10 +221,20 @@ class LoaderState:
             journal_seq=doc.get("journal_seq", 0),
             tries=list(doc.get("tries") or []),
             failed={str(k): dict(v) for k, v in (doc.get("failed_items") or {}).items()},
-            processed=set(map(str, doc["processed_ids"])),
+            processed=processed,
         )
 
     def to_document(self) -> dict[str, Any]:
+        """The snapshot as one dict (``processed_ids`` a list: small states only; snapshots are written by
+        :meth:`document_chunks`)."""
+        return {**self.header(), "processed_ids": list(self.processed)}
+
+    def document_chunks(self) -> Iterator[bytes]:
+        """The snapshot document in chunks, ids streamed (see :func:`fileformat.loader_document_chunks`)."""
+        return ff.loader_document_chunks(self.header(), self.processed)
+
+    def header(self) -> dict[str, Any]:
+        """The snapshot document without ``processed_ids``."""
         return {
             "schema_version": ff.SCHEMA_VERSION,
             "kind": ff.LOADER_KIND,
@@ -236,7 +254,6 @@ class LoaderState:
             "journal_seq": self.journal_seq,
             "tries": self.tries,
             "failed_items": self.failed,
-            "processed_ids": list(self.processed),
         }
 
     def apply(self, record: dict[str, Any]) -> None:
@@ -305,19 +322,49 @@ def _rate(entry: dict[str, Any] | None) -> float | None:
     return round(entry.get("processed", 0) / max(end - start, 1e-3), 1)
 
 
-def _read_snapshot(store: Store, keys: dict[str, str], *, repair: bool) -> tuple[dict | None, int]:
-    """The newest valid snapshot (plain or gzip) and its uncompressed size."""
+def _read_one_snapshot(store: Store, key: str) -> tuple[dict, IdSet, int] | None:
+    """One snapshot file: (document without its ids, the ids, uncompressed size), or None when absent.
+
+    The layout this engine writes is read streaming, chunk by chunk (fast, about 16 bytes per id on top of
+    the result); anything else (schema 1, edited files, damage) the general way, which raises the errors.
+    """
+    chunks = store.read_chunks(key)
+    if chunks is None:
+        return None
+    try:
+        return ff.read_loader_stream(chunks)
+    except (ff.NotOurLayout, ValueError):
+        pass
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    data = store.read(key)
+    if data is None:
+        return None
+    where = store.url(key)
+    raw = ff.unpack(data, where)
+    del data
+    doc = ff.read_loader_document(ff.decode_document(raw, where), where)
+    ids = IdSet()
+    ids.update(doc.pop("processed_ids"))
+    return doc, ids, len(raw)
+
+
+def _read_snapshot(
+    store: Store, keys: dict[str, str], *, repair: bool
+) -> tuple[dict | None, IdSet | None, int]:
+    """The newest valid snapshot (plain or gzip): document without its ids, the ids, uncompressed size."""
     best: dict | None = None
+    best_ids: IdSet | None = None
     best_size = 0
     for kind in ("plain", "gzip"):
         key = keys[kind]
-        data = store.read(key)
-        if data is None:
-            continue
-        where = store.url(key)
         try:
-            raw = ff.unpack(data, where)
-            doc = ff.read_loader_document(ff.decode_document(raw, where), where)
+            found = _read_one_snapshot(store, key)
+            if found is None:
+                continue
+            doc, ids, size = found
         except CorruptCheckpointError as exc:
             if repair:
                 aside = key + ".corrupt-" + _stamp()
@@ -330,8 +377,8 @@ def _read_snapshot(store: Store, keys: dict[str, str], *, repair: bool) -> tuple
                 )
             raise
         if best is None or doc.get("journal_seq", 0) > best.get("journal_seq", 0):
-            best, best_size = doc, len(raw)
-    return best, best_size
+            best, best_ids, best_size = doc, ids, size
+    return best, best_ids, best_size
 
 
 def read_loader_state(
@@ -345,8 +392,8 @@ def read_loader_state(
     keys = _loader_keys(run_id, name)
     journal = journal or store.journal(keys["journal"])
     raw = journal.read()  # journal before snapshot: a compaction in between then still reads consistently
-    doc, snap_bytes = _read_snapshot(store, keys, repair=repair)
-    state = LoaderState.from_document(doc, run_id, name) if doc else LoaderState(run_id, name)
+    doc, ids, snap_bytes = _read_snapshot(store, keys, repair=repair)
+    state = LoaderState.from_document(doc, run_id, name, ids) if doc else LoaderState(run_id, name)
     prefix = f"{name}."
     state.incidents = [
         store.url(f"{run_id}/loaders/{e}")
@@ -399,8 +446,7 @@ def _salvage(
     dropped: int,
 ) -> None:
     """Writer-side recovery of a damaged journal: keep the good prefix in a snapshot, set the rest aside."""
-    doc = state.to_document()
-    store.write(keys["gzip"], ff.maybe_gzip(ff.encode_document(doc, big_key="processed_ids"), 0)[0])
+    store.write_stream(keys["gzip"], ff.PackedStream(state.document_chunks(), -1, gzip=True))
     store.delete(keys["plain"])
     aside = journal.set_aside(".corrupt-" + _stamp())
     if isinstance(exc, CorruptCheckpointError):
@@ -750,9 +796,8 @@ class _Writer:
             new = 0
             for item in items:
                 key = str(item)
-                if key in processed:
+                if not processed.add_new(key):
                     continue
-                processed.add(key)
                 self.pending_p.append(key)
                 if failed.pop(key, None) is not None:
                     pending_f.pop(key, None)
@@ -836,16 +881,25 @@ class _Writer:
             self.lock.check()
             st = self.state
             st.updated_at = _now()
-            raw = ff.encode_document(st.to_document(), big_key="processed_ids")
-            data, gz = ff.maybe_gzip(raw, self.settings.gzip_threshold, self.settings.gzip_level)
-            key, other = (
-                (self.keys["gzip"], self.keys["plain"]) if gz else (self.keys["plain"], self.keys["gzip"])
+            # streamed: the document is never whole in memory (ids, JSON text and gzip go chunk by chunk)
+            packed = ff.PackedStream(
+                st.document_chunks(), self.settings.gzip_threshold, self.settings.gzip_level
             )
-            self.store.write(key, data, fsync=self.settings.fsync)
+            key, other = (
+                (self.keys["gzip"], self.keys["plain"])
+                if packed.gzip
+                else (self.keys["plain"], self.keys["gzip"])
+            )
+            if packed.whole is not None:  # small: one write, as before
+                self.store.write(key, packed.whole, fsync=self.settings.fsync)
+                raw_size = len(packed.whole)
+            else:
+                self.store.write_stream(key, packed, fsync=self.settings.fsync)
+                raw_size = packed.raw_size
             self.store.delete(other)
             self.journal.clear(st.journal_seq)
             self.pending_p, self.pending_f, self.dirty, self.since_save = [], {}, {}, 0
-            self.snapshot_bytes, self.journal_bytes, self.journal_records = len(raw), 0, 0
+            self.snapshot_bytes, self.journal_bytes, self.journal_records = raw_size, 0, 0
             self.lock.check(beat=True)
 
     def finish(self, outcome: str, state: str | None = None, error: str | None = None) -> None:

@@ -4,7 +4,10 @@ Schema history (``schema_version``):
 
 * 1 - the original system's flat loader file (``processed_items`` list, ``failed_items``, ``status``,
   ``start_time``/``last_updated``). Read and migrated in memory; never written.
-* 2 - this engine: snapshot + journal, failed items with attempts, tries. Written.
+* 2 - this engine: snapshot + journal, failed items with attempts, tries. Written. Since the compact id set
+  (:mod:`tk_checkpoint.idset`) the snapshot lists the GUIDs ascending, then the other ids ascending; the
+  schema is unchanged (the order still has no meaning to a reader), but a file in exactly the layout written
+  here is read by a streaming fast path (:func:`read_loader_stream`) without one Python object per id.
 
 A file with a higher version was written by a newer tk_checkpoint: :class:`UnsupportedSchemaError`.
 """
@@ -14,9 +17,12 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 from .errors import CorruptCheckpointError, UnsupportedSchemaError
+from .idset import GUID_TEXT, KEY, IdSet, guid_key, parse_guids_json, strictly_ascending
 
 SCHEMA_VERSION = 2
 LOADER_KIND = "tk_checkpoint.loader"
@@ -24,6 +30,9 @@ RUN_KIND = "tk_checkpoint.run"
 LOADER_STATES = ("in_progress", "completed", "failed")
 RUN_STATES = ("running", "completed", "failed")
 GZIP_MAGIC = b"\x1f\x8b"
+IDS_KEY = "processed_ids"
+_IDS_MARK = b'\n  "processed_ids": ['  # how encode_document/loader_document_chunks start the id list
+_HEADER_LIMIT = 64 << 20  # a header (everything before the id list) larger than this: not our layout
 
 
 def encode_document(doc: dict[str, Any], *, big_key: str | None = None) -> bytes:
@@ -34,6 +43,202 @@ def encode_document(doc: dict[str, Any], *, big_key: str | None = None) -> bytes
     text = json.dumps(head, indent=2, ensure_ascii=False)
     big = json.dumps(doc[big_key], ensure_ascii=False, separators=(",", ":"))
     return f'{text[:-2]},\n  "{big_key}": {big}\n}}\n'.encode()
+
+
+def loader_document_chunks(head: dict[str, Any], ids: IdSet) -> Iterator[bytes]:
+    """A loader snapshot as :func:`encode_document` with ``big_key="processed_ids"`` writes it, in chunks:
+    the header (``head``, without the ids), then the ids of ``ids`` (GUIDs ascending, then the others)."""
+    text = json.dumps(head, indent=2, ensure_ascii=False)
+    yield f'{text[:-2]},\n  "{IDS_KEY}": ['.encode()
+    yield from ids.json_chunks()
+    yield b"]\n}\n"
+
+
+class PackedStream:
+    """The chunks of a document, gzip-compressed (as one gzip member) when larger than ``threshold`` bytes.
+
+    The constructor reads ahead until it knows: ``gzip`` tells whether the output is compressed, ``whole``
+    holds the document when it ended within the threshold (then nothing is compressed); ``threshold`` < 0:
+    never compressed, ``gzip=True``: always. Iterate for the bytes to store; afterwards ``raw_size`` is the
+    uncompressed size.
+    """
+
+    def __init__(
+        self, chunks: Iterable[bytes], threshold: int, level: int = 1, *, gzip: bool = False
+    ) -> None:
+        self._source = iter(chunks)
+        self._head: list[bytes] = []
+        self.level = level
+        self.gzip = gzip  # True: always compressed
+        self.whole: bytes | None = None
+        self.raw_size = 0
+        if threshold < 0 or gzip:
+            return
+        size = 0
+        for chunk in self._source:
+            self._head.append(chunk)
+            size += len(chunk)
+            if size > threshold:
+                self.gzip = True
+                return
+        self.whole = b"".join(self._head)
+        self._head = [self.whole]
+
+    def __iter__(self) -> Iterator[bytes]:
+        source = chain(self._head, self._source)
+        self._head = []
+        if not self.gzip:
+            for chunk in source:
+                self.raw_size += len(chunk)
+                yield chunk
+            return
+        compressor = zlib.compressobj(self.level, zlib.DEFLATED, 31)  # 31: a gzip member, mtime 0
+        for chunk in source:
+            self.raw_size += len(chunk)
+            out = compressor.compress(chunk)
+            if out:
+                yield out
+        yield compressor.flush()
+
+
+class NotOurLayout(Exception):
+    """The snapshot is not in the exact layout :func:`loader_document_chunks` writes (or it is damaged):
+    read it the general way (:func:`unpack`, :func:`decode_document`, :func:`read_loader_document`)."""
+
+
+def _unpacked(chunks: Iterator[bytes | memoryview]) -> Iterator[bytes | memoryview]:
+    first = next(chunks, b"")
+    if bytes(first[:2]) != GZIP_MAGIC:
+        yield first
+        yield from chunks
+        return
+    inflater = zlib.decompressobj(31)
+    try:
+        for chunk in chain((first,), chunks):
+            out = inflater.decompress(chunk)
+            if out:
+                yield out
+        out = inflater.flush()
+    except zlib.error as exc:
+        raise NotOurLayout(str(exc)) from exc
+    if out:
+        yield out
+    if not inflater.eof or inflater.unused_data:
+        raise NotOurLayout("truncated gzip data, or more than one gzip member")
+
+
+def read_loader_stream(chunks: Iterable[bytes | memoryview]) -> tuple[dict[str, Any], IdSet, int]:
+    """Fast reading of a loader snapshot in the layout this engine writes, gzip or not, chunk by chunk:
+    (the document without its ids, the ids, the uncompressed size). GUID entries are decoded by the bulk
+    (:func:`tk_checkpoint.idset.parse_guids_json`); other ids by ``json``. Raises :class:`NotOurLayout`
+    for anything else (another layout, schema version, or damage): the caller then reads it the general way,
+    which also gives the proper errors.
+    """
+    buf = bytearray()
+    size = 0
+    head: dict[str, Any] | None = None
+    run = bytearray()  # the 16-byte keys, in file order
+    ascending = True
+    generic: bytearray | None = None  # the rest of the list from the first entry that is not a GUID
+    count = 0
+    for text in _unpacked(iter(chunks)):
+        size += len(text)
+        if generic is not None:
+            generic += text
+            continue
+        buf += text
+        if head is None:
+            at = buf.find(_IDS_MARK, max(0, len(buf) - len(text) - len(_IDS_MARK)))
+            if at < 0:
+                if len(buf) > _HEADER_LIMIT:
+                    raise NotOurLayout("no id list where expected")
+                continue
+            head = _read_head(bytes(buf[:at]))
+            del buf[: at + len(_IDS_MARK)]
+        usable = (len(buf) - 64) // GUID_TEXT  # keep the end: the last entry has no comma after it
+        if usable > 0:
+            taken, ascending = _take_guids(buf, usable, run, ascending)
+            count += taken
+            del buf[: taken * GUID_TEXT]
+            if taken < usable:
+                generic, buf = buf, bytearray()
+    if head is None:
+        raise NotOurLayout("no id list")
+    rest = generic if generic is not None else buf
+    end = len(rest.rstrip())
+    if not end or rest[end - 1] != ord("}"):
+        raise NotOurLayout("the document does not end after the id list")
+    end = len(rest[: end - 1].rstrip())
+    if not end or rest[end - 1] != ord("]"):
+        raise NotOurLayout("the id list is not the last member")
+    body = rest[: end - 1]
+    others: list[Any] = []
+    if body:
+        body += b","
+        n = len(body) // GUID_TEXT if generic is None and len(body) % GUID_TEXT == 0 else 0
+        taken = 0
+        if n:
+            taken, ascending = _take_guids(body, n, run, ascending)
+            count += taken
+        if taken < n or not n:
+            others = json.loads(b"[" + body[taken * GUID_TEXT : -1] + b"]")
+            if not isinstance(others, list):
+                raise NotOurLayout("the id list is not a list")
+            count += len(others)
+    if head.get("processed_count") is not None and head["processed_count"] != count:
+        raise NotOurLayout("processed_count does not match the list")
+    strings = []
+    for item in map(str, others):
+        key = guid_key(item)
+        if key is None:
+            strings.append(item)
+        else:  # a GUID after the other ids: not the order this engine writes
+            run += key
+            ascending = False
+    del others
+    if ascending:
+        return head, IdSet.from_sorted_keys(run, strings), size
+    # written by an older version of this engine (in set order): sort once
+    data = bytes(run)
+    del run
+    return head, IdSet.from_keys((data[i : i + KEY] for i in range(0, len(data), KEY)), strings), size
+
+
+def _take_guids(buf: bytearray, n: int, run: bytearray, ascending: bool) -> tuple[int, bool]:
+    """Decode the longest prefix (up to n entries) of ``"guid",`` entries of ``buf`` onto ``run``."""
+    keys = parse_guids_json(memoryview(buf)[: n * GUID_TEXT])
+    if keys is None:  # the first entry that is not a GUID: bisect for it
+        lo, hi = 0, n - 1
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if parse_guids_json(memoryview(buf)[: mid * GUID_TEXT]) is None:
+                hi = mid - 1
+            else:
+                lo = mid
+        n = lo
+        keys = parse_guids_json(memoryview(buf)[: n * GUID_TEXT]) if n else b""
+    if keys:
+        if ascending:
+            ascending = strictly_ascending(keys, bytes(run[-KEY:]) if run else None)
+        run += keys
+    return n, ascending
+
+
+def _read_head(data: bytes) -> dict[str, Any]:
+    data = data.rstrip()
+    if not data.endswith(b","):
+        raise NotOurLayout("the id list is not a member of the top-level object")
+    head = json.loads(data[:-1] + b"\n}")
+    if not isinstance(head, dict):
+        raise NotOurLayout("not an object")
+    if head.get("schema_version") != SCHEMA_VERSION or head.get("kind") != LOADER_KIND:
+        raise NotOurLayout("another schema version")
+    head.pop(IDS_KEY, None)
+    try:
+        _check_loader(head, "", None)
+    except CorruptCheckpointError as exc:
+        raise NotOurLayout(str(exc)) from exc
+    return head
 
 
 def maybe_gzip(data: bytes, threshold: int, level: int = 1) -> tuple[bytes, bool]:
@@ -136,6 +341,11 @@ def read_loader_document(doc: dict[str, Any], where: str) -> dict[str, Any]:
     ids = doc.get("processed_ids")
     if not isinstance(ids, list):
         raise _bad(where, "'processed_ids' is missing or not a list")
+    _check_loader(doc, where, len(ids))
+    return doc
+
+
+def _check_loader(doc: dict[str, Any], where: str, id_count: int | None) -> None:
     if doc.get("state") not in LOADER_STATES:
         raise _bad(where, f"unknown loader state {doc.get('state')!r}")
     if not isinstance(doc.get("failed_items", {}), dict):
@@ -146,9 +356,8 @@ def read_loader_document(doc: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(seq, int) or seq < 0:
         raise _bad(where, f"'journal_seq' {seq!r} is not a non-negative integer")
     count = doc.get("processed_count")
-    if count is not None and count != len(ids):
-        raise _bad(where, f"'processed_count' is {count} but {len(ids)} ids are listed")
-    return doc
+    if id_count is not None and count is not None and count != id_count:
+        raise _bad(where, f"'processed_count' is {count} but {id_count} ids are listed")
 
 
 def read_run_document(doc: dict[str, Any], where: str) -> dict[str, Any]:

@@ -18,12 +18,13 @@ import fcntl
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+READ_CHUNK = 1 << 20
 
 
 @dataclass
@@ -50,6 +51,20 @@ class Store:
     def write(self, key: str, data: bytes, *, fsync: bool = True) -> None:
         """Replace ``key`` atomically: readers see the old or the new bytes, never a mix."""
         raise NotImplementedError
+
+    def write_stream(self, key: str, chunks: Iterable[bytes], *, fsync: bool = True) -> None:
+        """As :meth:`write`, with the bytes given in chunks (never held whole in memory). If ``chunks``
+        raises, ``key`` is left as it was."""
+        self.write(key, b"".join(chunks), fsync=fsync)
+
+    def read_chunks(self, key: str, size: int = READ_CHUNK) -> Iterator[bytes | memoryview] | None:
+        """The bytes at ``key`` in chunks of about ``size`` bytes, or None when there is no such file.
+        The chunks belong to one version of the file even if it is replaced meanwhile."""
+        data = self.read(key)
+        if data is None:
+            return None
+        view = memoryview(data)
+        return (view[i : i + size] for i in range(0, len(data), size))
 
     def create(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if it does not exist; False when it already did."""
@@ -144,15 +159,32 @@ class LocalStore(Store):
         except FileNotFoundError:
             return None
 
+    def read_chunks(self, key: str, size: int = READ_CHUNK) -> Iterator[bytes] | None:
+        try:
+            f = self.path(key).open("rb")  # the open file stays the same version if it is replaced
+        except FileNotFoundError:
+            return None
+
+        def chunks() -> Iterator[bytes]:
+            with f:
+                while chunk := f.read(size):
+                    yield chunk
+
+        return chunks()
+
     def write(self, key: str, data: bytes, *, fsync: bool = True) -> None:
+        self.write_stream(key, (data,), fsync=fsync)
+
+    def write_stream(self, key: str, chunks: Iterable[bytes], *, fsync: bool = True) -> None:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
             if fsync:
                 os.fsync(fd)
         except BaseException:
@@ -327,6 +359,22 @@ class ObjectStore(Store):
     def write(self, key: str, data: bytes, *, fsync: bool = True) -> None:
         self.fs.pipe_file(self._p(key), data)
         self.fs.invalidate_cache(self._p(key).rsplit("/", 1)[0])
+
+    def write_stream(self, key: str, chunks: Iterable[bytes], *, fsync: bool = True) -> None:
+        # A buffered writer: on S3 one PUT, or a multipart upload for large objects, which appears only
+        # when completed at close(). On an error the upload is discarded and never completed.
+        path = self._p(key)
+        f = self.fs.open(path, "wb")
+        try:
+            for chunk in chunks:
+                f.write(chunk)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                f.discard()
+                f.closed = True  # so that neither close() nor the finalizer commits the partial object
+            raise
+        f.close()
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
 
     def create(self, key: str, data: bytes) -> bool:
         path = self._p(key)
