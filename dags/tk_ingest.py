@@ -9,9 +9,10 @@ to a Vergadering) and their relationships from the TK OData API into Neo4j (conn
   run's data interval — updates, new links and deletions (tombstones) of that day.
 * **Backfill**: trigger with conf, e.g.
   `airflow dags trigger tk_ingest --conf '{"start_date": "2024-06-01"}'`
-  (`end_date` defaults to now; conf overrides the data interval). A long window is split into
-  sub-windows of `window_days` days; each becomes one mapped task instance per entity, with its own
-  checkpoint, so a backfill uses every worker and a failure redoes only its own window.
+  (`end_date` defaults to now; conf overrides the data interval). A long window is split, per entity,
+  into about (length / `window_days`) sub-windows holding similar numbers of changed items (the
+  `plan_*` task counts them); each becomes one mapped task instance of that entity's loader, with its
+  own checkpoint, so a backfill uses every worker and a failure redoes only its own window.
 * **Tasks**: `setup` checks the window, creates the Neo4j constraints, checks the API `$metadata` and
   opens the checkpoint run (checkpoint run id = this DAG run's `run_id`). Then one task per entity,
   `load_zaken`, `load_documents`, `load_vergaderingen`, `load_agendapunten`, `load_activiteiten`,
@@ -85,9 +86,12 @@ DATE_OR_NULL = {"type": ["null", "string"], "format": "date"}
             pipeline.DEFAULT_WINDOW_DAYS,
             type="integer",
             minimum=1,
-            maximum=3660,
+            maximum=36600,
             title="Window size (days)",
-            description="A backfill is split into windows of this many days, loaded in parallel.",
+            description=(
+                "A backfill is split into (its length / window_days) sub-windows per entity, loaded in "
+                "parallel; their boundaries are placed so each holds about as many changed items."
+            ),
         ),
         "batch_size": Param(
             500,
@@ -111,7 +115,7 @@ DATE_OR_NULL = {"type": ["null", "string"], "format": "date"}
 )
 def tk_ingest():
     @task(retries=1)
-    def setup() -> list[dict[str, str]]:
+    def setup() -> dict[str, str]:
         ctx = get_current_context()
         dag_run = ctx["dag_run"]
         return pipeline.prepare_run(
@@ -125,12 +129,13 @@ def tk_ingest():
         )
 
     @task
-    def load(entity: str, window: dict[str, str]) -> dict:
-        from airflow.exceptions import AirflowSkipException
+    def plan(entity: str, window: dict[str, str]) -> list[dict[str, str]]:
+        """This entity's sub-windows (none when the run leaves the entity out)."""
+        return pipeline.plan_entity(entity, window, get_current_context()["params"])
 
+    @task
+    def load(entity: str, window: dict[str, str]) -> dict:
         ctx = get_current_context()
-        if entity not in ctx["params"]["entities"]:
-            raise AirflowSkipException(f"{entity} is not in this run's entities")
         ti = ctx["ti"]
         return pipeline.run_loader(
             entity=entity,
@@ -153,10 +158,11 @@ def tk_ingest():
             raise AirflowSkipException("cleanup_keep is not set")
         pipeline.checkpoint_manager().cleanup_old_runs(keep=int(keep))
 
-    windows = setup()
-    for entity in ENTITY_NAMES:
-        load.override(task_id=ENTITIES[entity].loader).partial(entity=entity).expand(window=windows)
-    windows >> cleanup()
+    window = setup()
+    for entity, spec in ENTITIES.items():
+        windows = plan.override(task_id=f"plan_{spec.loader.removeprefix('load_')}")(entity, window)
+        load.override(task_id=spec.loader).partial(entity=entity).expand(window=windows)
+    window >> cleanup()
 
 
 tk_ingest()

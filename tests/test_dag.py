@@ -187,7 +187,7 @@ def test_bad_conf_is_refused_at_trigger_time(airflow_db, conf, message):
 def test_dag_structure():
     from airflow.dag_processing.dagbag import DagBag
 
-    dag = DagBag(dag_folder=str(ROOT / "dags")).get_dag("tk_ingest")
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["tk_ingest"]
     assert dag.catchup is False
     from airflow.sdk import CronDataIntervalTimetable
 
@@ -207,5 +207,9 @@ def test_dag_structure():
     )
     for t in loaders:
         assert t.retries >= 1 and t.retry_exponential_backoff
-        assert {u.task_id for u in t.upstream_list} == {"setup"}  # loaders never wait for each other
+        # each loader waits only for its own plan task, which waits only for setup: loaders never
+        # wait for each other, so a failed loader does not stop the others
+        (plan,) = t.upstream_list
+        assert plan.task_id == "plan_" + t.task_id.removeprefix("load_")
+        assert {u.task_id for u in plan.upstream_list} == {"setup"}
     assert dag.params["start_date"] is None

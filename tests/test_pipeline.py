@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,8 +13,9 @@ import pytest
 from include.loaders.pipeline import (
     PipelineError,
     Window,
+    balanced_split,
     loader_name,
-    plan,
+    plan_entity,
     resolve_window,
     split_window,
 )
@@ -59,11 +63,47 @@ def test_split_window_covers_exactly_without_overlap():
     assert len(parts) == 4
 
 
-def test_plan_rejects_unknown_entities():
-    w = Window(DI_START, DI_END)
+def test_plan_rejects_unknown_entities_and_leaves_out_unselected_ones():
+    w = Window(DI_START, DI_END).to_dict()
     with pytest.raises(PipelineError, match="Unknown entities"):
-        plan(w, ["Zaak", "Stemming"], 30)
-    assert plan(w, ["Zaak"], 30) == [w.to_dict()]
+        plan_entity("Zaak", w, {"entities": ["Zaak", "Stemming"]})
+    assert plan_entity("Zaak", w, {"entities": ["Zaak"], "window_days": 30}) == [w]
+    assert plan_entity("Document", w, {"entities": ["Zaak"]}) == []  # no mapped instances at all
+
+
+def _skewed_counter(stamps: list[datetime]):
+    stamps = sorted(stamps)
+
+    def count(a: datetime, b: datetime) -> int:
+        return bisect.bisect_left(stamps, b) - bisect.bisect_left(stamps, a)
+
+    return count
+
+
+def test_balanced_split_gives_windows_of_similar_size_on_skewed_data():
+    w = Window(datetime(2019, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
+    rng = random.Random(1)
+    span = (w.end - w.start).total_seconds()
+    # most changes are recent: density grows with time
+    stamps = [w.start + timedelta(seconds=span * rng.random() ** 0.3) for _ in range(20000)]
+    count = _skewed_counter(stamps)
+    equal_days = split_window(w, math.ceil((w.end - w.start).days / 4))
+    balanced = balanced_split(w, 4, count)
+    sizes = [count(p.start, p.end) for p in balanced]
+    assert len(balanced) == 4 and sum(sizes) == 20000
+    assert balanced[0].start == w.start and balanced[-1].end == w.end
+    assert all(a.end == b.start for a, b in itertools.pairwise(balanced))
+    assert max(sizes) < 1.15 * 20000 / 4
+    assert max(sizes) < 0.6 * max(count(p.start, p.end) for p in equal_days)
+
+
+def test_balanced_split_of_an_empty_or_concentrated_window():
+    w = Window(datetime(2020, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
+    assert balanced_split(w, 4, lambda a, b: 0) == [w]
+    burst = [datetime(2022, 5, 1, tzinfo=UTC)] * 100  # all in one bucket: cannot be split
+    parts = balanced_split(w, 4, _skewed_counter(burst))
+    assert parts[0].start == w.start and parts[-1].end == w.end
+    assert sum(_skewed_counter(burst)(p.start, p.end) for p in parts) == 100
 
 
 def test_checkpoint_key_of_a_mapped_task_instance():

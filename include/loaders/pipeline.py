@@ -5,17 +5,20 @@ handling is made here:
 
 * :func:`resolve_window` turns the run's params and data interval into one half-open window
   ``[start, end)`` on ``ApiGewijzigdOp`` (conf overrides the interval);
-* :func:`split_window` cuts a long window into sub-windows for dynamic task mapping (parallel backfill);
 * :func:`prepare_run` is the setup task: window checks, Neo4j constraints, the API ``$metadata`` check
   and the checkpoint run record;
+* :func:`plan_entity` is one entity's plan task: it cuts a long window into sub-windows of about equal
+  numbers of items (:func:`balanced_split`), the inputs of that loader's mapped task instances;
 * :func:`run_loader` is one mapped loader task: it opens the checkpoint of
   ``(run_id, task_id, map_index)``, runs the one generic load loop and decides the task's outcome.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -116,14 +119,88 @@ def split_window(window: Window, days: int) -> list[Window]:
     return parts
 
 
-def plan(window: Window, entities: Iterable[str], window_days: int) -> list[dict[str, str]]:
-    """The sub-windows every selected loader maps over (one mapped task instance each)."""
+def check_entities(entities: Iterable[str]) -> list[str]:
+    """The run's entities, checked against the entity table."""
     from include.loaders.entities import ENTITIES
 
-    unknown = set(entities) - set(ENTITIES)
+    chosen = list(entities)
+    unknown = set(chosen) - set(ENTITIES)
     if unknown:
         raise PipelineError(f"Unknown entities {sorted(unknown)}; choose from {sorted(ENTITIES)}.")
-    return [w.to_dict() for w in split_window(window, window_days)]
+    return chosen
+
+
+def balanced_split(
+    window: Window,
+    parts: int,
+    count: Callable[[datetime, datetime], int],
+    *,
+    buckets_per_part: int = 8,
+    max_buckets: int = 64,
+    threads: int = 16,
+) -> list[Window]:
+    """Up to ``parts`` consecutive sub-windows of ``window`` holding about the same number of items.
+
+    Changes are not spread evenly in time (recent years change far more), so equal-length windows leave
+    some workers idle while one grinds through the busy period. This counts the items in equal-time
+    buckets (``count(start, end)``, one cheap ``$count`` query each, run concurrently) and cuts at the
+    bucket edges nearest to each quantile. Fewer windows come back when the items sit in fewer buckets;
+    an empty window comes back whole.
+    """
+    if parts <= 1:
+        return [window]
+    n = min(max_buckets, parts * buckets_per_part)
+    step = (window.end - window.start) / n
+    edges = [window.start + step * i for i in range(n)] + [window.end]
+    with ThreadPoolExecutor(max_workers=min(threads, n)) as pool:
+        counts = list(pool.map(lambda i: count(edges[i], edges[i + 1]), range(n)))
+    total = sum(counts)
+    if total == 0:
+        return [window]
+    cumulative = list(itertools.accumulate(counts))
+    cuts: list[int] = []
+    for q in range(1, parts):
+        target = total * q / parts
+        best = min(range(n - 1), key=lambda i: abs(cumulative[i] - target))  # cut after bucket `best`
+        if (not cuts or best > cuts[-1]) and 0 < cumulative[best] < total:
+            cuts.append(best)
+    bounds = [window.start] + [edges[i + 1] for i in cuts] + [window.end]
+    return [Window(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def plan_entity(
+    entity: str, window: Mapping[str, str], params: Mapping[str, Any], client: Any = None
+) -> list[dict[str, str]]:
+    """The sub-windows of one loader: what its mapped task instances load (empty: not in this run).
+
+    The number of sub-windows is the window's length divided by ``window_days``; their boundaries are
+    placed so that each holds about the same number of changed items (:func:`balanced_split`).
+    """
+    if entity not in check_entities(params.get("entities") or []):
+        return []
+    win = Window.from_dict(window)
+    parts = len(split_window(win, int(params.get("window_days") or DEFAULT_WINDOW_DAYS)))
+    if parts > 1:
+        from include.loaders.entities import get_entity
+
+        if client is None:
+            from include.loaders.api import TKClient
+            from include.loaders.settings import ApiSettings
+
+            client = TKClient(ApiSettings.from_env())
+        entity_set = get_entity(entity).entity_set
+        windows = balanced_split(win, parts, lambda a, b: client.count(entity_set, a, b))
+    else:
+        windows = [win]
+    log.info(
+        "%s: %d sub-window(s) of [%s, %s)%s",
+        entity,
+        len(windows),
+        win.start.isoformat(),
+        win.end.isoformat(),
+        "".join(f"\n  [{w.start.isoformat()}, {w.end.isoformat()})" for w in windows) if parts > 1 else "",
+    )
+    return [w.to_dict() for w in windows]
 
 
 def checkpoint_manager(base: str | None = None):
@@ -144,11 +221,12 @@ def prepare_run(
     now: datetime,
     conn_id: str = "neo4j_default",
     checkpoint_base: str | None = None,
-) -> list[dict[str, str]]:
+) -> dict[str, str]:
     """The setup task: validate the window, create constraints, check the API, open the checkpoint run.
 
-    Returns the sub-windows the loaders map over (see :func:`plan`). Fails before any loading when the
-    window is empty, Neo4j is unreachable, or the API's ``$metadata`` lacks what the loaders rely on.
+    Returns the run's window (the per-entity plan tasks split it, see :func:`plan_entity`). Fails before
+    any loading when the window is empty, Neo4j is unreachable, or the API's ``$metadata`` lacks what the
+    loaders rely on.
     """
     from include.loaders.api import TKClient
     from include.loaders.entities import requirements
@@ -156,15 +234,13 @@ def prepare_run(
     from include.loaders.settings import ApiSettings
 
     window = resolve_window(params, data_interval_start, data_interval_end, now)
-    entities = list(params.get("entities") or [])
-    windows = plan(window, entities, int(params.get("window_days") or DEFAULT_WINDOW_DAYS))
+    entities = check_entities(params.get("entities") or [])
     log.info(
-        "Run %s loads %s in [%s, %s) as %d sub-window(s) per entity",
+        "Run %s loads %s changed in [%s, %s)",
         run_id,
         ", ".join(entities),
         window.start.isoformat(),
         window.end.isoformat(),
-        len(windows),
     )
 
     settings = ApiSettings.from_env()
@@ -181,7 +257,7 @@ def prepare_run(
     manager = checkpoint_manager(checkpoint_base)
     _check_run_owner(manager, run_id, dag_id)
     manager.start_new_run(run_id=run_id, dag_id=dag_id, conf=dict(conf))
-    return windows
+    return window.to_dict()
 
 
 def _check_run_owner(manager: Any, run_id: str, dag_id: str) -> None:

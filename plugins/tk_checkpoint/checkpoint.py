@@ -231,6 +231,7 @@ class LoaderState:
 
     def document_chunks(self) -> Iterator[bytes]:
         """The snapshot document in chunks, ids streamed (see :func:`fileformat.loader_document_chunks`)."""
+        self.processed.consolidate()  # exact count for the header
         return ff.loader_document_chunks(self.header(), self.processed)
 
     def header(self) -> dict[str, Any]:
@@ -256,12 +257,14 @@ class LoaderState:
             "failed_items": self.failed,
         }
 
-    def apply(self, record: dict[str, Any]) -> None:
-        """Replay one journal record. Idempotent; processed wins over failed."""
+    def apply(self, record: dict[str, Any], *, bulk: bool = False) -> None:
+        """Replay one journal record. Idempotent; processed wins over failed. ``bulk``: one of many (the
+        caller calls ``processed.consolidate()`` after the last)."""
         processed, failed = self.processed, self.failed
+        add = processed.add_unchecked if bulk else processed.add
         for item in record.get("p", ()):
             item = str(item)
-            processed.add(item)
+            add(item)
             failed.pop(item, None)
         for item, info in record.get("f", {}).items():
             if item not in processed:
@@ -430,9 +433,10 @@ def read_loader_state(
             if repair:
                 _salvage(store, keys, journal, state, exc, kept=i, dropped=len(raw) - i)
             raise
-        state.apply(record)
+        state.apply(record, bulk=True)
         journal_bytes += len(rec_raw.data) + 1
         journal_records += 1
+    state.processed.consolidate()
     return state, snap_bytes, journal_bytes, journal_records
 
 
