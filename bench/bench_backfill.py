@@ -59,7 +59,7 @@ def seconds(run: dict) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=20000, help="generated Zaak (default 20000)")
-    p.add_argument("--latency", type=float, default=0.5, help="seconds added per page request (0.5)")
+    p.add_argument("--latency", type=float, default=2.0, help="seconds added per page request (2.0)")
     p.add_argument("--windows", type=int, default=4, help="sub-windows of the parallel run (4)")
     a = p.parse_args()
 

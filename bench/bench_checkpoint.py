@@ -14,6 +14,8 @@ Prints, all measured in this run on the local disk:
    and off.
 3. Reopening a checkpoint of N processed ids (gzip snapshot, plain snapshot, snapshot + journal).
 4. Size on disk of N ids: plain JSON and gzip.
+5. Memory (tracemalloc) of the processed ids of N items, per id, as held and at the peak of a compaction
+   (streamed snapshot), against a Python ``set`` of the same ``str`` ids.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 
@@ -206,6 +209,29 @@ def main() -> None:
     print(f"\n## 4. size on disk of {count:,} ids (36-character GUIDs)")
     print(f"plain JSON : {human(plain.stat().st_size)} ({plain.stat().st_size / count:.1f} B/id)")
     print(f"gzip       : {human(gz_size)} ({gz_size / count:.1f} B/id)")
+
+    # 5. memory of the processed ids
+    print(f"\n## 5. memory of {n:,} processed ids")
+    tracemalloc.start()
+    as_set = set(items)
+    held = tracemalloc.get_traced_memory()[0]
+    del as_set
+    tracemalloc.stop()
+    str_size = sys.getsizeof(items[0])
+    print(f"set of str   : {held / n + str_size:6.1f} B/id ({held / n:.1f} set + {str_size} str)")
+    mem_mgr = CheckpointManager(work / "mem", save_interval=0)
+    mem_mgr.start_new_run(RUN)
+    cp = LoaderCheckpoint(mem_mgr, "load_zaak", try_number=1)
+    for start in range(0, n, 500):
+        cp.mark_processed_many(items[start : start + 500])
+        cp.save_progress()
+    held = cp._w.state.processed.nbytes()
+    tracemalloc.start()
+    cp.complete()  # compaction: the snapshot is streamed
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(f"tk_checkpoint: {held / n:6.1f} B/id (IdSet, sys.getsizeof of its parts)")
+    print(f"compaction   : {human(peak)} allocated at its peak (tracemalloc)")
     if not args.dir:
         shutil.rmtree(work)
 

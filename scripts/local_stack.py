@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -36,6 +36,7 @@ class Airflow:
     password: str = "admin"  # noqa: S105 - local demo login, documented in the README
     parallelism: int = 4
     extra_env: dict[str, str] | None = None
+    _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -81,6 +82,8 @@ class Airflow:
         )
 
     def running(self) -> bool:
+        if self._proc is not None:  # our own child: poll() also reaps it (a zombie still answers kill 0)
+            return self._proc.poll() is None
         try:
             pid = int(self.pidfile.read_text())
             os.kill(pid, 0)
@@ -105,6 +108,7 @@ class Airflow:
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.pidfile.write_text(str(proc.pid))
+        self._proc = proc
         try:
             self._wait_ready(proc, timeout)
         except BaseException:  # not ready, or interrupted while waiting: leave nothing behind
@@ -131,7 +135,7 @@ class Airflow:
             self.pidfile.unlink(missing_ok=True)
             return
         pid = int(self.pidfile.read_text())
-        os.killpg(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGINT)  # the parent only: it shuts its components down in order
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.running():
             time.sleep(0.5)
