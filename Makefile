@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 PY := .venv/bin/python
 
-.PHONY: help setup run stop test replay bench bench-api lint format neo4j-start neo4j-stop neo4j-status bench
+.PHONY: help setup run stop test replay bench bench-api bench-checkpoint bench-load bench-backfill lint format neo4j-start neo4j-stop neo4j-status bench
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ lint: setup ## ruff check + format check
 format: setup ## apply ruff fixes and formatting
 	@.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
-neo4j-start: setup ## start the local Neo4j (bolt://127.0.0.1:$$NEO4J_BOLT_PORT, default 7687)
+neo4j-start: setup ## start the local Neo4j (Bolt on 127.0.0.1, port NEO4J_BOLT_PORT, default 7687)
 	@bash scripts/neo4j.sh start
 
 neo4j-stop: ## stop the local Neo4j
@@ -42,3 +42,16 @@ replay: setup ## offline TK API on PORT (default 8123): real samples, or GENERAT
 
 bench-api: setup ## TK client + offline server throughput (pages/s, entities/s, CPU per 1,000 entities)
 	@.venv/bin/python bench/bench_api.py
+
+bench-checkpoint: setup ## checkpoint engine: bytes written vs rewrite-everything, save cost, reopen time, size
+	@.venv/bin/python bench/bench_checkpoint.py
+
+bench-load: setup ## loaders: end-to-end vs raw Neo4j ceiling, vs one tx per item, checkpoints on/off, memory
+	@bash scripts/neo4j.sh start
+	@$(ENV) .venv/bin/python bench/bench_load.py
+
+bench-backfill: setup ## parallel backfill in airflow standalone: 4 windows vs 1 with page latency
+	@bash scripts/neo4j.sh start
+	@$(ENV) .venv/bin/python bench/bench_backfill.py
+
+bench: bench-api bench-checkpoint bench-load bench-backfill ## every benchmark (prints ratios)

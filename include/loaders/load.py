@@ -291,6 +291,40 @@ class _Loop:
             log.warning("⚠️ %d items failed during processing", n_failed)
 
 
+class _Count:
+    """``client.count`` of the window, running in its own thread while the pages stream."""
+
+    def __init__(self, client: PageSource, entity_set: str, start: datetime | None, end: datetime | None):
+        self._value: int | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(client, entity_set, start, end), name="tk-count", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, client: PageSource, entity_set: str, start: datetime | None, end: datetime | None) -> None:
+        try:
+            self._value = client.count(entity_set, start, end)
+        except BaseException as e:  # reported by take(); the load itself does not need the count
+            self._error = e
+        finally:
+            self._done.set()
+
+    def take(self, result: LoadResult, checkpoint: Any) -> bool:
+        """Record the count if it is known by now (in ``result.total``); True once it is done or failed."""
+        if not self._done.is_set():
+            return False
+        if self._error is not None:
+            log.warning("Could not count the window's items (%s); progress shows counts only", self._error)
+        else:
+            result.total = self._value
+            log.info("%s items changed in the window", self._value)
+            if checkpoint is not None:
+                checkpoint.set_total_items(self._value)
+        return True
+
+
 def _write_quietly(loop: _Loop, batch: list[PreparedItem]) -> None:
     """Write the pending batch on the way out of a failure; its own error must not hide the first one."""
     try:
@@ -351,16 +385,14 @@ def load_entity(
     pages: Iterator[list[dict[str, Any]]] | None = None
     try:
         writer.ensure_constraints(all_labels([ent]))
-        if count:
-            result.total = client.count(ent.entity_set, start, end)
-            if checkpoint is not None:
-                checkpoint.set_total_items(result.total)
+        # The window's size is only for the progress percentage: ask for it beside the first pages
+        # instead of before them ($count is a full extra round trip, and a slow one on the real API).
+        total = _Count(client, ent.entity_set, start, end) if count else None
         earlier = dict(checkpoint.failed_items()) if checkpoint is not None else {}
         log.info(
-            "▶️ Loading %s changed in %s: %s items%s",
+            "▶️ Loading %s changed in %s%s",
             ent.name,
             window,
-            result.total if result.total is not None else "?",
             f", {len(earlier)} failed in an earlier try will be retried" if earlier else "",
         )
 
@@ -396,8 +428,18 @@ def load_entity(
                 if len(batch) >= batch_size:
                     loop.write(batch)
                     batch = []
+            if total is not None and total.take(result, checkpoint):
+                total = None
             loop.progress()
         pages.close()  # stops the prefetch thread now rather than at garbage collection
+        if total is not None:
+            total.take(result, checkpoint)
+            total = None
+        if count and result.total is None:
+            # the count is late or failed; the complete stream held the window's size: no need to wait
+            result.total = result.seen
+            if checkpoint is not None:
+                checkpoint.set_total_items(result.seen)
         loop.flush_skips()
         loop.write(batch)
         batch = []

@@ -137,7 +137,7 @@ def balanced_split(
     *,
     buckets_per_part: int = 8,
     max_buckets: int = 64,
-    threads: int = 16,
+    threads: int = 32,
 ) -> list[Window]:
     """Up to ``parts`` consecutive sub-windows of ``window`` holding about the same number of items.
 

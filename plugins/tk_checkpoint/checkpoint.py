@@ -231,7 +231,7 @@ class LoaderState:
 
     def document_chunks(self) -> Iterator[bytes]:
         """The snapshot document in chunks, ids streamed (see :func:`fileformat.loader_document_chunks`)."""
-        self.processed.consolidate()  # exact count for the header
+        self.processed.finish_bulk()  # exact count for the header
         return ff.loader_document_chunks(self.header(), self.processed)
 
     def header(self) -> dict[str, Any]:

@@ -257,7 +257,7 @@ class IdSet(Set):
             add_new(str(item))
 
     def consolidate(self) -> None:
-        """Merge the recent keys into the run (done automatically; call before writing the run out)."""
+        """Merge the recent keys into the run (done automatically when they are many)."""
         recent = self._recent
         if not recent:
             return
@@ -304,29 +304,19 @@ class IdSet(Set):
 
     @staticmethod
     def _merged_by_chunks(run: bytes | bytearray, new: list[bytes]) -> bytearray:
-        """``run`` merged with the sorted keys ``new``, dropping repeats: the run a chunk of keys at a time,
-        each sorted with the new keys that fall in it (C sorts). O(len(run) + len(new)), small transients."""
+        """``run`` merged with the sorted keys ``new``, dropping repeats (see :func:`_merge_chunks`)."""
         out = bytearray(len(run) + len(new) * KEY)
-        o = j = 0
-        size = MERGE_CHUNK * KEY
-        for start in range(0, len(run), size):
-            chunk = bytes(run[start : start + size])
-            j_end = bisect_right(new, chunk[-KEY:], j) if start + size < len(run) else len(new)
-            if j_end > j:
-                keys = [chunk[i : i + KEY] for i in range(0, len(chunk), KEY)]
-                keys += new[j:j_end]
-                keys.sort()
-                if any(map(operator.eq, keys, islice(keys, 1, None))):  # repeats: only after add_unchecked
-                    keys = list(dict.fromkeys(keys))
-                chunk = b"".join(keys)
+        o = 0
+        for chunk in _merge_chunks(run, new):
             out[o : o + len(chunk)] = chunk
             o += len(chunk)
-            j = j_end
-        if not run:
-            out[:] = b"".join(new)  # sorted and without repeats (a set's)
-            o = len(out)
         del out[o:]
         return out
+
+    def finish_bulk(self) -> None:
+        """After :meth:`add_unchecked`: merge, so that ``len`` is exact again (a no-op otherwise)."""
+        if self._unchecked:
+            self.consolidate()
 
     def _publish(self, run: bytes | bytearray) -> None:
         self._run = (run, _index(run))
@@ -336,17 +326,42 @@ class IdSet(Set):
 
     def json_chunks(self) -> Iterator[bytes]:
         """The ids as the inside of a JSON array (no brackets), in chunks: the GUIDs ascending (all
-        ``"…",`` entries of 39 bytes), then the other ids ascending. Consolidates first."""
-        self.consolidate()
-        run = self._run[0]
+        ``"…",`` entries of 39 bytes), then the other ids ascending. The recent keys are merged into the
+        output on the fly: no second copy of the run is made."""
+        self.finish_bulk()
+        run, new = self._run[0], sorted(self._recent)
         first = True
-        for start in range(0, len(run), CHUNK_KEYS * KEY):
-            chunk = guids_json(run[start : start + CHUNK_KEYS * KEY])
-            yield chunk if first else b"," + chunk
-            first = False
+        for keys in _merge_chunks(run, new):
+            for start in range(0, len(keys), CHUNK_KEYS * KEY):
+                chunk = guids_json(keys[start : start + CHUNK_KEYS * KEY])
+                yield chunk if first else b"," + chunk
+                first = False
         other = sorted(self._other)
         for start in range(0, len(other), CHUNK_KEYS):
             text = json.dumps(other[start : start + CHUNK_KEYS], ensure_ascii=False, separators=(",", ":"))
             chunk = text[1:-1].encode()
             yield chunk if first else b"," + chunk
             first = False
+
+
+def _merge_chunks(run: bytes | bytearray, new: list[bytes]) -> Iterator[bytes]:
+    """The keys of ``run`` merged with the sorted keys ``new``, ascending and without repeats, as ``bytes``
+    chunks: the run ``MERGE_CHUNK`` keys at a time, each sorted with the new keys that fall in it (C sorts).
+    O(len(run) + len(new)) with small transients."""
+    j = 0
+    size = MERGE_CHUNK * KEY
+    for start in range(0, len(run), size):
+        chunk = bytes(run[start : start + size])
+        j_end = bisect_right(new, chunk[-KEY:], j) if start + size < len(run) else len(new)
+        if j_end > j:
+            keys = [chunk[i : i + KEY] for i in range(0, len(chunk), KEY)]
+            keys += new[j:j_end]
+            keys.sort()
+            if any(map(operator.eq, keys, islice(keys, 1, None))):  # repeats: only after add_unchecked
+                keys = list(dict.fromkeys(keys))
+            chunk = b"".join(keys)
+        yield chunk
+        j = j_end
+    if not run:
+        for start in range(0, len(new), MERGE_CHUNK):  # sorted, without repeats (a set's)
+            yield b"".join(new[start : start + MERGE_CHUNK])
