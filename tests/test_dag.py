@@ -26,6 +26,15 @@ from tests.conftest import ROOT
 from tests.loader_fixtures import expected_edges, graph_edges
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
+# the original tool's loader names, one Airflow task each (Verslag is the sixth entity of the table)
+LOADERS = (
+    "load_zaken",
+    "load_documents",
+    "load_vergaderingen",
+    "load_agendapunten",
+    "load_activiteiten",
+    "load_verslagen",
+)
 
 
 def first_day(ds: Dataset) -> str:
@@ -94,17 +103,7 @@ def test_dags_test_builds_the_graph(airflow_db, neo4j_empty, server, dataset, tm
     run = runs[0]
     assert run["dag_id"] == "tk_ingest"
     assert run["state"] == "completed"  # set by the plugin's listener on DAG-run success
-    assert set(run["loaders"]) == {
-        f"{t}.0"
-        for t in (
-            "load_zaken",
-            "load_documents",
-            "load_vergaderingen",
-            "load_agendapunten",
-            "load_activiteiten",
-            "load_verslagen",
-        )
-    }
+    assert set(run["loaders"]) == {f"{t}.0" for t in LOADERS}
     assert all(s["state"] == "completed" for s in run["loaders"].values())
     zaken = run["loaders"]["load_zaken.0"]
     assert zaken["processed_count"] == len(dataset.rows["Zaak"])  # tombstones count as processed
@@ -195,16 +194,7 @@ def test_dag_structure():
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.timetable.expression == "0 0 * * *"
     loaders = [t for t in dag.tasks if t.task_id.startswith("load_")]
-    assert Counter(t.task_id for t in loaders) == Counter(
-        [
-            "load_zaken",
-            "load_documents",
-            "load_vergaderingen",
-            "load_agendapunten",
-            "load_activiteiten",
-            "load_verslagen",
-        ]
-    )
+    assert Counter(t.task_id for t in loaders) == Counter(LOADERS)
     for t in loaders:
         assert t.retries >= 1 and t.retry_exponential_backoff
         # each loader waits only for its own plan task, which waits only for setup: loaders never

@@ -389,6 +389,8 @@ def load_entity(
         # instead of before them ($count is a full extra round trip, and a slow one on the real API).
         total = _Count(client, ent.entity_set, start, end) if count else None
         earlier = dict(checkpoint.failed_items()) if checkpoint is not None else {}
+        # Only ids an earlier try processed can be skipped: a first try (nothing on record) need not ask.
+        resuming = checkpoint is not None and checkpoint.processed_count > 0
         log.info(
             "▶️ Loading %s changed in %s%s",
             ent.name,
@@ -414,7 +416,7 @@ def load_entity(
             for raw in page:
                 result.seen += 1
                 key = item_key(raw)
-                if checkpoint is not None and checkpoint.is_processed(key):
+                if resuming and checkpoint.is_processed(key):
                     result.skipped += 1
                     loop.skip_streak += 1
                     continue
