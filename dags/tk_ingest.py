@@ -18,6 +18,8 @@ to a Vergadering) and their relationships from the TK OData API into Neo4j (conn
   `load_zaken`, `load_documents`, `load_vergaderingen`, `load_agendapunten`, `load_activiteiten`,
   `load_verslagen` (the original tool's loader names), independent of each other: a failed loader
   does not stop the others, and the run ends failed if any loader failed.
+* **One run at a time** (`max_active_runs=1`): a daily run waits for a running backfill, so two runs
+  never write the same nodes at once.
 * **Retries and clears** reopen the task instance's checkpoint `(run_id, task_id, map_index)` and skip
   the items already written (the log says how many). `tk-checkpoint resume` clears the failed tasks of
   the latest unfinished run; `tk-checkpoint list` / `show` tell what each run did.
