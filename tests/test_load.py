@@ -298,6 +298,18 @@ def _committed_live(driver, ds: Dataset, entity: str) -> set[str]:
     return {r[0] for r in driver.execute_query(q, rows=rows).records}
 
 
+def _child_command(url: str, bolt: str, run_id: str, base: str, *extra: str) -> list[str]:
+    """The command line of the loader child program (``tests.loader_fixtures``) the crash test kills."""
+    return [
+        sys.executable,
+        "-m",
+        "tests.loader_fixtures",
+        *("--url", url, "--bolt", bolt, "--password", NEO4J_PASSWORD),
+        *("--run-id", run_id, "--base", base),
+        *extra,
+    ]
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_rerun_equals_uninterrupted_load(neo4j_empty, neo4j_server, tmp_path):
     from tk_checkpoint import CheckpointManager
@@ -312,23 +324,7 @@ def test_sigkill_at_random_points_then_rerun_equals_uninterrupted_load(neo4j_emp
     with replay(ds) as server:
 
         def child(run_id: str, base: str) -> subprocess.Popen:
-            cmd = [
-                sys.executable,
-                "-m",
-                "tests.loader_fixtures",
-                "--url",
-                server.url,
-                "--bolt",
-                bolt,
-                "--password",
-                NEO4J_PASSWORD,
-                "--run-id",
-                run_id,
-                "--base",
-                base,
-                "--batch-size",
-                str(batch),
-            ]
+            cmd = _child_command(server.url, bolt, run_id, base, "--batch-size", str(batch))
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
             assert proc.stdout.readline().strip() == "READY"
             return proc
@@ -398,23 +394,7 @@ def test_child_entry_point_reports_json(neo4j_empty, neo4j_server, tmp_path):
     bolt, _ = neo4j_server
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + str(ROOT / "plugins")}
     with replay(Dataset.generate(10, seed=1, sets=("Zaak",))) as server:
-        cmd = [
-            sys.executable,
-            "-m",
-            "tests.loader_fixtures",
-            "--url",
-            server.url,
-            "--bolt",
-            bolt,
-            "--password",
-            NEO4J_PASSWORD,
-            "--run-id",
-            "x",
-            "--base",
-            str(tmp_path),
-            "--entities",
-            "Zaak",
-        ]
+        cmd = _child_command(server.url, bolt, "x", str(tmp_path), "--entities", "Zaak")
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["Zaak"]["processed"] == 10

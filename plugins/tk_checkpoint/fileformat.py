@@ -265,14 +265,17 @@ def decode_document(data: bytes, where: str) -> dict[str, Any]:
     data = unpack(data, where)
     if not data.strip():
         raise CorruptCheckpointError(f"Checkpoint file {where} is damaged: it is empty", where)
+    return _json_object(data, f"Checkpoint file {where}", where)
+
+
+def _json_object(data: bytes | str, what: str, where: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object; anything else raises CorruptCheckpointError naming ``what``."""
     try:
         doc = json.loads(data)
     except ValueError as exc:
-        raise CorruptCheckpointError(
-            f"Checkpoint file {where} is damaged: not valid JSON ({exc})", where
-        ) from exc
+        raise CorruptCheckpointError(f"{what} is damaged: not valid JSON ({exc})", where) from exc
     if not isinstance(doc, dict):
-        raise CorruptCheckpointError(f"Checkpoint file {where} is damaged: expected a JSON object", where)
+        raise CorruptCheckpointError(f"{what} is damaged: expected a JSON object", where)
     return doc
 
 
@@ -389,14 +392,7 @@ def encode_record(record: dict[str, Any]) -> bytes:
 
 def decode_record(data: bytes, where: str) -> dict[str, Any]:
     """Parse one journal record; anything malformed raises CorruptCheckpointError naming it."""
-    try:
-        record = json.loads(data)
-    except ValueError as exc:
-        raise CorruptCheckpointError(
-            f"Journal record {where} is damaged: not valid JSON ({exc})", where
-        ) from exc
-    if not isinstance(record, dict):
-        raise CorruptCheckpointError(f"Journal record {where} is damaged: expected a JSON object", where)
+    record = _json_object(data, f"Journal record {where}", where)
     seq = record.get("seq")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
         raise CorruptCheckpointError(f"Journal record {where} is damaged: bad 'seq' {seq!r}", where)
