@@ -37,6 +37,7 @@ class Airflow:
     parallelism: int = 4
     extra_env: dict[str, str] | None = None
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _token: str | None = field(default=None, init=False, repr=False)
 
     @property
     def url(self) -> str:
@@ -148,14 +149,18 @@ class Airflow:
         except ProcessLookupError:
             pass
         self.pidfile.unlink(missing_ok=True)
+        self._token = None  # a restarted api-server may not accept it
         print("airflow standalone stopped")
 
     def token(self) -> str:
-        resp = requests.post(
-            f"{self.url}/auth/token", json={"username": "admin", "password": self.password}, timeout=10
-        )
-        resp.raise_for_status()
-        return resp.json()["access_token"]
+        """A bearer token for the admin user, fetched once (it is valid for 24 h)."""
+        if self._token is None:
+            resp = requests.post(
+                f"{self.url}/auth/token", json={"username": "admin", "password": self.password}, timeout=10
+            )
+            resp.raise_for_status()
+            self._token = resp.json()["access_token"]
+        return self._token
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token()}"}

@@ -326,7 +326,7 @@ def run_loader(
             )
     finally:
         driver.close()
-    summary = result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
+    summary = result.to_dict()
     if summary.get("failed") and params.get("fail_on_item_errors", True):
         raise PipelineError(
             f"{summary['failed']} {entity} item(s) in [{win.start.isoformat()}, {win.end.isoformat()}) still "
