@@ -136,21 +136,42 @@ class Airflow:
             self.pidfile.unlink(missing_ok=True)
             return
         pid = int(self.pidfile.read_text())
+        started = time.monotonic()
         os.kill(pid, signal.SIGINT)  # the parent only: it shuts its components down in order
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.running():
-            time.sleep(0.5)
-        if self.running():
-            print("airflow standalone did not stop on SIGINT; killing its process group", file=sys.stderr)
+        if not self._wait_exit(pid, timeout):
+            # standalone joins each component's output pipe; a worker that keeps the pipe open
+            # holds it up (seen once on a loaded CI machine). Say so, then end the group.
+            print(
+                f"airflow standalone did not stop {timeout:.0f} s after SIGINT; killing its process group "
+                f"(see {self.home / 'standalone.log'})",
+                file=sys.stderr,
+            )
         # LocalExecutor workers can outlive the parent (they ignore SIGTERM): end whatever is left of
         # the process group that start() created for this standalone, and only that group.
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        if not self._wait_exit(pid, 30.0):  # SIGKILL cannot be ignored; reaping it can take a moment
+            raise RuntimeError(f"airflow standalone (pid {pid}) still running after SIGKILL")
         self.pidfile.unlink(missing_ok=True)
         self._token = None  # a restarted api-server may not accept it
-        print("airflow standalone stopped")
+        print(f"airflow standalone stopped in {time.monotonic() - started:.1f} s")
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        """Wait until the standalone parent has exited (and, if it is our child, been reaped)."""
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                return True
+            time.sleep(0.5)
+        return not self.running()
 
     def token(self) -> str:
         """A bearer token for the admin user, fetched once (it is valid for 24 h)."""
