@@ -38,11 +38,11 @@ def make_client(url: str, **overrides: Any) -> Any:
 
 
 @contextmanager
-def replay(dataset: Dataset | None = None) -> Iterator[Any]:
+def replay(dataset: Dataset | None = None, faults: Any = None) -> Iterator[Any]:
     """A started in-process replay server over ``dataset`` (the real samples when None)."""
     from include.tk_replay.server import ReplayServer
 
-    server = ReplayServer(dataset)
+    server = ReplayServer(dataset, faults=faults)
     server.start()
     try:
         yield server

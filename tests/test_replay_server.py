@@ -361,6 +361,17 @@ def test_fail_after_item_n_fails_every_later_page_until_removed(gen_ds):
         assert requests.get(first["@odata.nextLink"], timeout=5).status_code == 200
 
 
+def test_without_id_serves_those_rows_without_their_id(gen_ds):
+    with ReplayServer(gen_ds) as srv:
+        before = get(srv, "/Zaak?$top=20").json()["value"]
+        victim = before[7]["Id"]
+        body = requests.post(srv.url + "/_faults", json={"without_id": [victim.upper()]}, timeout=5)
+        assert body.status_code == 200
+        after = get(srv, "/Zaak?$top=20").json()["value"]
+    assert [r.get("Id") for r in after] == [None if r["Id"] == victim else r["Id"] for r in before]
+    assert {k: v for k, v in before[7].items() if k != "Id"} == after[7]  # only the Id is missing
+
+
 def test_mutate_admin_endpoint(gen_ds):
     ds = Dataset.generate(100, seed=2)
     with ReplayServer(ds) as srv:
@@ -379,7 +390,12 @@ def test_cli_help_and_serving():
         text=True,
         check=True,
     ).stdout
-    assert "--generate" in help_text and "--fail-after" in help_text and "/_faults" in help_text
+    assert (
+        "--generate" in help_text
+        and "--fail-after" in help_text
+        and "--without-id" in help_text
+        and "/_faults" in help_text
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

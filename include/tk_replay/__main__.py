@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENTITY:N",
         help="every page request of ENTITY reaching beyond item N fails with 500 (resume tests)",
     )
+    f.add_argument(
+        "--without-id",
+        metavar="GUID",
+        action="append",
+        default=[],
+        help="serve the row with this Id without its Id property (a malformed row); repeatable",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             reset_rate=args.reset_rate,
             fail_after_entity=fail_entity,
             fail_after_items=fail_items,
+            without_id=frozenset(args.without_id),
         )
         if args.data:
             dataset = Dataset.load(args.data)

@@ -5,6 +5,8 @@ per data request (entity set pages, ``/$count``, single entities; not ``$metadat
 ``include_metadata``) from a ``random.Random(seed)``: the same request sequence meets the same faults.
 ``fail_after_entity``/``fail_after_items`` is deterministic: every page request of that entity set whose
 page would reach beyond item N of its query answers HTTP 500, until the fault is removed (resume tests).
+``without_id`` is deterministic too: the rows with those ids are served without their ``Id`` (a malformed
+row, which a loader must isolate without stopping).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class FaultConfig:
             beyond item ``fail_after_items`` (0-based count of items before the page + page length) fails
             with HTTP 500.
         include_metadata: draw random faults for ``$metadata`` and the service document too.
+        without_id: ids of rows served without their ``Id`` property in collection pages.
     """
 
     seed: int = 0
@@ -51,8 +54,12 @@ class FaultConfig:
     fail_after_entity: str | None = None
     fail_after_items: int = 0
     include_metadata: bool = False
+    without_id: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        if isinstance(self.without_id, str):
+            raise ValueError("without_id wants a collection of ids, not one string.")
+        object.__setattr__(self, "without_id", frozenset(i.lower() for i in self.without_id))
         rates = [self.error_rate, self.throttle_rate, self.hang_rate, self.truncate_rate, self.reset_rate]
         if any(r < 0 for r in rates) or sum(rates) > 1:
             raise ValueError(f"Fault rates must be >= 0 and sum to at most 1, got {rates}.")
@@ -84,7 +91,9 @@ class FaultConfig:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["without_id"] = sorted(self.without_id)  # JSON has no sets
+        return data
 
 
 class FaultInjector:

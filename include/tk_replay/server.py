@@ -44,6 +44,13 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def _without_id(rendered: bytes) -> bytes:
+    """A rendered row without its ``Id`` (the ``without_id`` fault)."""
+    row = json.loads(rendered)
+    row.pop("Id", None)
+    return _dumps(row)
+
+
 def _error_body(message: str) -> bytes:
     return _dumps({"error": {"code": "", "message": message}})
 
@@ -243,7 +250,12 @@ class _Handler(BaseHTTPRequestHandler):
             if cfg.fail_after_entity == entity_set and page.offset() + len(page.rows) > cfg.fail_after_items:
                 replay.faults.count("fail_after")
                 return self._error(500, _SERVER_ERROR)
-            value = b",".join([render(r) for r in page.rows])
+            if cfg.without_id:
+                value = b",".join(
+                    [_without_id(render(r)) if r["Id"] in cfg.without_id else render(r) for r in page.rows]
+                )
+            else:
+                value = b",".join([render(r) for r in page.rows])
         parts = [b'{"@odata.context":', _dumps(f"{root}/$metadata#{entity_set}")]
         if page.count is not None:
             parts.append(b',"@odata.count":%d' % page.count)
