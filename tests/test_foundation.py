@@ -44,3 +44,10 @@ def test_dagbag_imports_without_errors():
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
     assert "tk_ingest" in bag.dag_ids
+
+
+def test_neo4j_driver_packs_bolt_in_rust():
+    """requirements.txt installs neo4j-rust-ext; the driver picks it up (bench/bench_load.py shows the gain)."""
+    from neo4j._codec.packstream import v1
+
+    assert v1._rust_pack is not None and v1._rust_unpack is not None
