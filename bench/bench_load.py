@@ -12,7 +12,8 @@ Measured, in the same run, on the same generated rows (five entities with their 
    -> ``TKClient`` -> ``load_entity`` -> Neo4j, checkpoints on;
 2. **raw Neo4j write ceiling**: the same rows fetched beforehand and prepared beforehand (not timed), written
    by the same ``UNWIND … MERGE`` batches; no API, no checkpoints;
-3. **checkpoints off**: as 1 without a checkpoint;
+3. **checkpoints off**: as 1 without a checkpoint; **pipeline off**: as 1 with every transaction in the
+   loop's own thread (``load_entity(pipeline=False)``), to show what the writer thread gains;
 4. **one transaction per item** (the old loader's pattern) on a subset of the same rows (it is slow; the
    subset size is printed), re-writing them into the fully loaded graph: once as the original did it, with
    no index (the constraints dropped for the measurement), and once with the constraints in place;
@@ -98,7 +99,9 @@ def wipe(driver: Any) -> None:
         s.run("MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS").consume()
 
 
-def end_to_end(url: str, driver: Any, checkpoints: bool, batch_size: int) -> tuple[int, float]:
+def end_to_end(
+    url: str, driver: Any, checkpoints: bool, batch_size: int, pipeline: bool = True
+) -> tuple[int, float]:
     from include.loaders.load import load_entity
 
     client = _client(url)
@@ -115,7 +118,13 @@ def end_to_end(url: str, driver: Any, checkpoints: bool, batch_size: int) -> tup
         for e in CORE:
             cp = LoaderCheckpoint(mgr, f"load_{e.lower()}") if mgr else None
             r = load_entity(
-                e, client=client, driver=driver, checkpoint=cp, batch_size=batch_size, progress_seconds=3600
+                e,
+                client=client,
+                driver=driver,
+                checkpoint=cp,
+                batch_size=batch_size,
+                progress_seconds=3600,
+                pipeline=pipeline,
             )
             if cp is not None:
                 cp.close()
@@ -269,7 +278,7 @@ def throughput(a: argparse.Namespace, driver: Any, figures: dict[str, Any]) -> N
         total = sum(map(len, prepared.values()))
         print(f"dataset: {total} rows of {', '.join(CORE)} (+ Verslag as far ends), batch {a.batch_size}")
         end_to_end(url, driver, True, a.batch_size)  # warm-up (JIT, page cache, connections)
-        runs: dict[str, list[float]] = {"raw": [], "on": [], "off": []}
+        runs: dict[str, list[float]] = {"raw": [], "on": [], "off": [], "sequential": []}
         for _ in range(a.repeat):  # interleaved, so drifts of the machine hit all three alike
             items, secs = raw_ceiling(prepared, driver, a.batch_size)
             runs["raw"].append(items / secs)
@@ -277,9 +286,11 @@ def throughput(a: argparse.Namespace, driver: Any, figures: dict[str, Any]) -> N
             runs["on"].append(items / secs)
             items, secs = end_to_end(url, driver, False, a.batch_size)
             runs["off"].append(items / secs)
+            items, secs = end_to_end(url, driver, True, a.batch_size, pipeline=False)
+            runs["sequential"].append(items / secs)
         one_items, one_s = per_item(prepared, driver, a.per_item, index=False)
         idx_items, idx_s = per_item(prepared, driver, a.per_item, index=True)
-    raw, on, off = (statistics.median(runs[k]) for k in ("raw", "on", "off"))
+    raw, on, off, seq = (statistics.median(runs[k]) for k in ("raw", "on", "off", "sequential"))
     one, one_idx = one_items / one_s, idx_items / idx_s
     figures.update(
         raw_ceiling_items_s=round(raw, 1),
@@ -292,6 +303,8 @@ def throughput(a: argparse.Namespace, driver: Any, figures: dict[str, Any]) -> N
         ratio_vs_one_tx_per_item_no_index=round(on / one, 1),
         ratio_vs_one_tx_per_item_with_index=round(on / one_idx, 1),
         ratio_checkpoints_on_vs_off=round(on / off, 3),
+        pipeline_off_items_s=round(seq, 1),
+        ratio_pipeline_on_vs_off=round(on / seq, 3),
         runs={k: [round(v, 1) for v in vs] for k, vs in runs.items()},
     )
     print(
@@ -299,6 +312,7 @@ def throughput(a: argparse.Namespace, driver: Any, figures: dict[str, Any]) -> N
     )
     print(f"end-to-end, checkpoints : {on:9.1f} items/s   ratio to ceiling {on / raw:.3f} (target >= 0.7)")
     print(f"end-to-end, no checkpts : {off:9.1f} items/s   on/off {on / off:.3f} (target >= 0.95)")
+    print(f"end-to-end, no pipeline : {seq:9.1f} items/s   writer thread gains {on / seq:.2f}x")
     print(f"one tx per item, no index (old pattern, {one_items} rows): {one:8.1f} items/s -> {on / one:.1f}x")
     print(f"one tx per item, with index ({idx_items} rows): {one_idx:8.1f} items/s -> {on / one_idx:.1f}x")
 

@@ -47,7 +47,7 @@ def test_dagbag_imports_without_errors():
 
 
 def test_neo4j_driver_packs_bolt_in_rust():
-    """requirements.txt installs neo4j-rust-ext; the driver picks it up (bench/bench_load.py shows the gain)."""
+    """requirements.txt installs neo4j-rust-ext and the driver picks it up (bench/bench_load.py: the gain)."""
     from neo4j._codec.packstream import v1
 
     assert v1._rust_pack is not None and v1._rust_unpack is not None

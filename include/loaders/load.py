@@ -8,6 +8,9 @@
   items");
 * the rest are written in batches, one Neo4j transaction each (``graph.GraphWriter``); an item is marked
   processed only after its batch committed, and progress is saved after every committed batch;
+* writes are pipelined: one transaction runs in a writer thread while the loop prepares the next batch
+  and records the previous one, so a crash leaves at most two committed batches unmarked (redone,
+  idempotently, by the next try). Transactions never overlap: one runs at a time;
 * a batch that fails on its *data* is split in halves until the bad items are isolated; they are marked
   failed with the error, the others proceed. Connection and server errors propagate (the Airflow task
   fails and its retry resumes);
@@ -27,7 +30,9 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -201,6 +206,8 @@ class _Loop:
         self.last_progress_time = time.monotonic()
         self.next_progress_fraction = 0.1
         self.last_progress_done = -1
+        self.inflight: deque[tuple[list[PreparedItem], Future[None]]] = deque()
+        self.pool: ThreadPoolExecutor | None = None
 
     # -- checkpoint bookkeeping --------------------------------------------------------------------
     def save(self) -> None:
@@ -235,7 +242,7 @@ class _Loop:
 
     # -- writing ------------------------------------------------------------------------------------
     def write(self, items: list[PreparedItem]) -> None:
-        """One transaction for ``items``; on a data error, bisect to isolate and fail the bad items."""
+        """One transaction for ``items`` in this thread; on a data error, isolate and fail the bad items."""
         if not items:
             return
         try:
@@ -243,20 +250,84 @@ class _Loop:
         except Exception as e:
             if not is_data_error(e):
                 raise
-            if len(items) == 1:
-                self.failed(items[0].id, _error_text(e), items[0])
-                return
-            log.info(
-                "%s: a batch of %d items failed on its data (%s); splitting it to isolate the bad items",
-                self.entity.name,
-                len(items),
-                _error_text(e)[:200],
-            )
-            mid = len(items) // 2
-            self.write(items[:mid])
-            self.write(items[mid:])
+            self._isolate(items, e)
             return
         self.committed(items)
+
+    def _isolate(self, items: list[PreparedItem], error: Exception) -> None:
+        """A transaction of ``items`` failed on its data: bisect until the bad items are alone."""
+        if len(items) == 1:
+            self.failed(items[0].id, _error_text(error), items[0])
+            return
+        log.info(
+            "%s: a batch of %d items failed on its data (%s); splitting it to isolate the bad items",
+            self.entity.name,
+            len(items),
+            _error_text(error)[:200],
+        )
+        mid = len(items) // 2
+        self.write(items[:mid])
+        self.write(items[mid:])
+
+    # -- pipelined writing ---------------------------------------------------------------------------
+    def start_pipeline(self) -> None:
+        """Write batches in a writer thread from now on (:meth:`submit`); :meth:`close` ends it."""
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tk-neo4j-writer")
+
+    def submit(self, items: list[PreparedItem]) -> None:
+        """Queue ``items`` for one transaction, then record every earlier batch but the newest.
+
+        The writer thread runs one transaction at a time. While it writes batch N+1 this thread marks and
+        saves batch N and prepares batch N+2, so the checkpoint's work and the preparation overlap the
+        database's. Without a pipeline this is :meth:`write`.
+        """
+        if not items:
+            return
+        if self.pool is None:
+            self.write(items)
+            return
+        self.inflight.append((items, self.pool.submit(self.writer.write_batch, self.entity, items)))
+        while len(self.inflight) > 1:
+            self._settle(*self.inflight.popleft())
+
+    def drain(self) -> None:
+        """Wait for every queued batch and record it."""
+        while self.inflight:
+            self._settle(*self.inflight.popleft())
+
+    def _settle(self, items: list[PreparedItem], future: Future[None]) -> None:
+        try:
+            future.result()
+        except Exception as e:
+            self.drain_quietly()  # the later batches finish first: never two transactions at once
+            if not is_data_error(e):
+                raise
+            self._isolate(items, e)  # synchronously, with nothing else in flight
+            return
+        self.committed(items)
+
+    def drain_quietly(self) -> None:
+        """On the way out of a failure: record the queued batches that commit; their errors are logged."""
+        while self.inflight:
+            items, future = self.inflight.popleft()
+            try:
+                future.result()
+            except Exception as e:
+                if is_data_error(e):
+                    self._isolate(items, e)
+                else:
+                    log.warning("A batch of %d items was not written: %s", len(items), _error_text(e))
+                continue
+            self.committed(items)
+
+    def close(self) -> None:
+        """Record what is still queued (quietly) and stop the writer thread."""
+        try:
+            self.drain_quietly()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
+                self.pool = None
 
     # -- skipping and progress ----------------------------------------------------------------------
     def flush_skips(self) -> None:
@@ -326,8 +397,10 @@ class _Count:
 
 
 def _write_quietly(loop: _Loop, batch: list[PreparedItem]) -> None:
-    """Write the pending batch on the way out of a failure; its own error must not hide the first one."""
+    """Write the queued and pending batches on the way out of a failure; their errors must not hide the
+    first one."""
     try:
+        loop.drain_quietly()
         loop.write(batch)
     except Exception as e:
         log.warning("Could not write %d pending items while stopping: %s", len(batch), _error_text(e))
@@ -348,6 +421,7 @@ def load_entity(
     retry_backoff: float = DEFAULT_RETRY_BACKOFF,
     progress_seconds: float = DEFAULT_PROGRESS_SECONDS,
     prefetch_pages: int = 2,
+    pipeline: bool = True,
     count: bool = True,
     database: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
@@ -367,6 +441,8 @@ def load_entity(
             ``retry_backoff * 2**round`` seconds before each.
         progress_seconds: a progress line at least this often (and at every 10 %).
         prefetch_pages: pages fetched ahead by a background thread (0 = none).
+        pipeline: run the transactions in a writer thread, overlapping the loop's own work (False: in
+            this thread, one batch at a time; at most one committed batch unmarked after a crash).
         count: ask the API for the window's size first (for the progress percentage).
         database: the Neo4j database (None = default).
         sleep: the backoff's sleep (tests pass a no-op).
@@ -385,6 +461,8 @@ def load_entity(
     pages: Iterator[list[dict[str, Any]]] | None = None
     try:
         writer.ensure_constraints(all_labels([ent]))
+        if pipeline:
+            loop.start_pipeline()
         # The window's size is only for the progress percentage: ask for it beside the first pages
         # instead of before them ($count is a full extra round trip, and a slow one on the real API).
         total = _Count(client, ent.entity_set, start, end) if count else None
@@ -428,7 +506,7 @@ def load_entity(
                     continue
                 batch.append(item)
                 if len(batch) >= batch_size:
-                    loop.write(batch)
+                    loop.submit(batch)
                     batch = []
             if total is not None and total.take(result, checkpoint):
                 total = None
@@ -443,8 +521,10 @@ def load_entity(
             if checkpoint is not None:
                 checkpoint.set_total_items(result.seen)
         loop.flush_skips()
-        loop.write(batch)
+        loop.submit(batch)
         batch = []
+        loop.drain()
+        loop.close()  # the writer thread; the retry rounds below write in this thread
 
         for attempt in range(1, max_retries + 1):
             if not loop.retry_pool:
@@ -487,6 +567,7 @@ def load_entity(
         result.seconds = time.monotonic() - t0
         if pages is not None:
             pages.close()  # type: ignore[attr-defined]  # the prefetch generator: stop its thread
+        loop.close()  # the batches still queued: recorded when they commit, before the checkpoint is saved
         if checkpoint is not None:
             try:
                 checkpoint.save_progress()
