@@ -179,3 +179,93 @@ def test_data_errors_are_told_apart_from_connection_errors(neo4j_empty):
     assert not is_data_error(ServiceUnavailable("down"))
     assert not is_data_error(AuthError("nope"))
     assert not is_data_error(RuntimeError("bug"))
+
+
+class _FlakyProxy:
+    """A loopback TCP proxy to Neo4j that cuts the first ``drop`` connections at once (a real network
+    fault for the real driver), then forwards bytes both ways."""
+
+    def __init__(self, target_port: int, drop: int):
+        import socket
+        import threading
+
+        self.target_port, self.drop, self.accepted = target_port, drop, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            if self.accepted <= self.drop:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_dropped_connection_is_retried_and_the_batch_lands(neo4j_empty, neo4j_server, caplog):
+    from neo4j import GraphDatabase
+
+    from tests.conftest import NEO4J_PASSWORD, NEO4J_PORT
+
+    proxy = _FlakyProxy(NEO4J_PORT, drop=2)
+    driver = GraphDatabase.driver(f"bolt://127.0.0.1:{proxy.port}", auth=("neo4j", NEO4J_PASSWORD))
+    try:
+        zaak = ENTITIES["Zaak"]
+        item = prepare_item(zaak, {"Id": "a1b2", "Titel": "written after two dropped connections"})
+        with caplog.at_level("WARNING", logger="include.loaders.graph"):
+            GraphWriter(driver).write_batch(zaak, [item])
+        assert proxy.accepted >= 3
+        assert "failed transiently" in caplog.text and "retrying" in caplog.text
+        titel = neo4j_empty.execute_query("MATCH (z:Zaak {id: 'a1b2'}) RETURN z.titel").records[0][0]
+        assert titel == "written after two dropped connections"
+    finally:
+        driver.close()
+        proxy.close()
+
+
+def test_a_database_that_stays_away_fails_the_batch_after_the_retry_time(neo4j_server):
+    import time
+
+    from neo4j import GraphDatabase
+
+    from tests.conftest import NEO4J_PORT
+
+    proxy = _FlakyProxy(NEO4J_PORT, drop=10**6)  # never answers
+    driver = GraphDatabase.driver(f"bolt://127.0.0.1:{proxy.port}", auth=("neo4j", "x"))
+    try:
+        zaak = ENTITIES["Zaak"]
+        t0 = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            GraphWriter(driver, max_retry_seconds=1.0).write_batch(zaak, [prepare_item(zaak, {"Id": "z"})])
+        assert 0.5 < time.monotonic() - t0 < 10
+        assert proxy.accepted >= 2  # tried more than once
+    finally:
+        driver.close()
+        proxy.close()

@@ -567,7 +567,10 @@ def load_entity(
         result.seconds = time.monotonic() - t0
         if pages is not None:
             pages.close()  # type: ignore[attr-defined]  # the prefetch generator: stop its thread
-        loop.close()  # the batches still queued: recorded when they commit, before the checkpoint is saved
+        try:
+            loop.close()  # the queued batches: recorded when they commit, before the checkpoint is saved
+        except Exception:  # the original error matters more
+            log.exception("Could not record the queued batches of %s after an error", ent.name)
         if checkpoint is not None:
             try:
                 checkpoint.save_progress()
