@@ -25,7 +25,8 @@ if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ constraints.txt -
   echo "Installing Python packages (pinned by constraints.txt)..."
   "$TK_VENV/bin/pip" install -q --disable-pip-version-check --upgrade pip
   "$TK_VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
-  "$TK_VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e .
+  # the project itself, editable (setuptools' banner about editable installs says nothing new here)
+  PYTHONWARNINGS=ignore "$TK_VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e .
   touch "$stamp"
 fi
 bash scripts/neo4j.sh build
