@@ -14,7 +14,14 @@ build() {
      || [ "$SRC/pom.xml" -nt "$SRC/target/classes/tk/neo4j/Server.class" ] \
      || [ "$SRC/src/main/java/tk/neo4j/Server.java" -nt "$SRC/target/classes/tk/neo4j/Server.class" ]; then
     echo "Building the Neo4j launcher (Maven resolves Neo4j from Maven Central)..."
-    (cd "$SRC" && mvn -q -B package -DskipTests)
+    # Maven's output (even with -q it prints terminal resets) goes to a log, shown when the build fails
+    local build_log="$SRC/target/build.log"
+    mkdir -p "$SRC/target"
+    if ! (cd "$SRC" && mvn -q -B package -DskipTests) >"$build_log" 2>&1; then
+      cat "$build_log" >&2
+      echo "Building the Neo4j launcher failed (log: $build_log)" >&2
+      return 1
+    fi
   fi
 }
 
