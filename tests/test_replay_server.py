@@ -372,6 +372,16 @@ def test_without_id_serves_those_rows_without_their_id(gen_ds):
     assert {k: v for k, v in before[7].items() if k != "Id"} == after[7]  # only the Id is missing
 
 
+def test_max_skip_fails_deep_skip_like_the_real_api(gen_ds):
+    with ReplayServer(gen_ds, faults=FaultConfig(max_skip=250)) as srv:
+        assert get(srv, "/Zaak?$skip=250&$top=5").status_code == 200
+        deep = get(srv, "/Zaak?$skip=251&$top=5")
+        assert deep.status_code == 500 and "error" in deep.json()
+        first = get(srv, "/Zaak").json()  # server-driven paging uses $skiptoken, never $skip
+        assert requests.get(first["@odata.nextLink"], timeout=5).status_code == 200
+        assert srv.fault_status()["injected"]["deep_skip"] == 1
+
+
 def test_mutate_admin_endpoint(gen_ds):
     ds = Dataset.generate(100, seed=2)
     with ReplayServer(ds) as srv:

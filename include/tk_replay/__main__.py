@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="every page request of ENTITY reaching beyond item N fails with 500 (resume tests)",
     )
     f.add_argument(
+        "--max-skip",
+        type=int,
+        metavar="N",
+        help="a $skip above N answers HTTP 500, as the real API did at skip=16500",
+    )
+    f.add_argument(
         "--without-id",
         metavar="GUID",
         action="append",
@@ -107,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             fail_after_entity=fail_entity,
             fail_after_items=fail_items,
             without_id=frozenset(args.without_id),
+            max_skip=args.max_skip,
         )
         if args.data:
             dataset = Dataset.load(args.data)

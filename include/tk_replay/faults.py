@@ -5,8 +5,10 @@ per data request (entity set pages, ``/$count``, single entities; not ``$metadat
 ``include_metadata``) from a ``random.Random(seed)``: the same request sequence meets the same faults.
 ``fail_after_entity``/``fail_after_items`` is deterministic: every page request of that entity set whose
 page would reach beyond item N of its query answers HTTP 500, until the fault is removed (resume tests).
-``without_id`` is deterministic too: the rows with those ids are served without their ``Id`` (a malformed
-row, which a loader must isolate without stopping).
+``max_skip`` mimics the real API's failure on deep ``$skip`` (an HTTP 500 was seen at skip=16500): a
+collection request with a larger ``$skip`` answers HTTP 500. ``without_id`` is deterministic too: the
+rows with those ids are served without their ``Id`` (a malformed row, which a loader must isolate
+without stopping).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class FaultConfig:
             with HTTP 500.
         include_metadata: draw random faults for ``$metadata`` and the service document too.
         without_id: ids of rows served without their ``Id`` property in collection pages.
+        max_skip: a collection request with a ``$skip`` above this answers HTTP 500 (None: any skip).
     """
 
     seed: int = 0
@@ -55,6 +58,7 @@ class FaultConfig:
     fail_after_items: int = 0
     include_metadata: bool = False
     without_id: frozenset[str] = frozenset()
+    max_skip: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.without_id, str):
@@ -63,6 +67,8 @@ class FaultConfig:
         rates = [self.error_rate, self.throttle_rate, self.hang_rate, self.truncate_rate, self.reset_rate]
         if any(r < 0 for r in rates) or sum(rates) > 1:
             raise ValueError(f"Fault rates must be >= 0 and sum to at most 1, got {rates}.")
+        if self.max_skip is not None and self.max_skip < 0:
+            raise ValueError("max_skip must be >= 0 (or None).")
         if self.latency < 0 or self.hang_seconds < 0 or self.retry_after < 0 or self.fail_after_items < 0:
             raise ValueError("latency, hang_seconds, retry_after and fail_after_items must be >= 0.")
 

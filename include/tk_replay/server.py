@@ -247,6 +247,9 @@ class _Handler(BaseHTTPRequestHandler):
             render = view.encoder(info, q)
             page = view.query(entity_set, q, profile.page_size)
             cfg = replay.faults.config
+            if cfg.max_skip is not None and (q.skip or 0) > cfg.max_skip:
+                replay.faults.count("deep_skip")
+                return self._error(500, _SERVER_ERROR)
             if cfg.fail_after_entity == entity_set and page.offset() + len(page.rows) > cfg.fail_after_items:
                 replay.faults.count("fail_after")
                 return self._error(500, _SERVER_ERROR)
