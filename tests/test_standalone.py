@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.faults import FaultConfig
@@ -99,6 +100,22 @@ def test_clear_and_resume_through_airflow_standalone(neo4j_empty, tmp_path):
                 [TK_CHECKPOINT, "resume", "--run-id", run_id], env=env, capture_output=True, text=True
             )
             assert by_id.returncode == 0 and "has no failed tasks to clear" in by_id.stdout
+
+            # the checkpoint dashboard, mounted in the api-server by the plugin, behind Airflow's login
+            dashboard = f"{airflow.url}/tk-checkpoints"
+            assert requests.get(f"{dashboard}/", timeout=30).status_code == 401
+            auth = {"Authorization": f"Bearer {airflow.token()}"}
+            page = requests.get(f"{dashboard}/runs/{run_id}", headers=auth, timeout=30)
+            assert (
+                page.status_code == 200 and "load_zaken.0" in page.text and "Last failures" not in page.text
+            )
+            detail = requests.get(f"{dashboard}/api/runs/{run_id}", headers=auth, timeout=30).json()
+            assert detail["state"] == "completed"
+            assert detail["loaders"]["load_zaken.0"]["processed_count"] == len(dataset.rows["Zaak"])
+            assert run_id in requests.get(f"{dashboard}/", headers=auth, timeout=30).text
+            plugins = airflow.api("GET", "/plugins").json()["plugins"]
+            routes = {v["url_route"] for p in plugins for v in p["external_views"]}
+            assert {"tk-checkpoints", "tk-checkpoints-run"} <= routes  # Browse menu and the DAG run tab
 
             for other in airflow.api("GET", "/dags/tk_ingest/dagRuns").json()["dag_runs"]:
                 airflow.wait_for_run("tk_ingest", other["dag_run_id"], timeout=300)  # the scheduled one

@@ -627,6 +627,27 @@ class CheckpointManager:
         doc["loaders"] = loaders_out
         return doc
 
+    def describe_run(
+        self, run_id: str, failures: int = 10, loaders: Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """The run file plus, per loader (all, or ``loaders``), its summary, its tries and its last
+        ``failures`` failed items with their errors: what ``tk-checkpoint show`` and the web page report.
+        Damaged loader files show ``state: damaged``. Raises RunNotFoundError ("Run not found")."""
+        run = self.get_run(run_id)
+        names = list(run["loaders"]) if loaders is None else list(loaders)
+        detail: dict[str, Any] = {}
+        for name in names:
+            if run["loaders"][name].get("state") == "damaged":
+                detail[name] = run["loaders"][name]
+                continue
+            state = self.read_loader(run_id, name)
+            detail[name] = {
+                **state.summary(),
+                "tries": state.tries,
+                "last_failures": state.last_failures(failures),
+            }
+        return {**run, "loaders": detail}
+
     def loader_names(self, run_id: str) -> list[str]:
         validate_name(run_id)
         return _loader_names(self.store.list(f"{run_id}/loaders"))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checkpoint import DEFAULT_BASE, CheckpointManager, LoaderState, format_progress
+from .checkpoint import DEFAULT_BASE, CheckpointManager, format_progress
 from .errors import CheckpointError, InvalidNameError, RunNotFoundError
 from .resume import RESUME_ARGUMENTS, cmd_resume
 
@@ -119,26 +119,15 @@ def _damaged(run: dict[str, Any]) -> bool:
 
 def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     """One run: the run file, each loader's detail, its tries, lock holder and last failures."""
-    run = mgr.get_run(args.run_id)
-    names = list(run["loaders"])
-    if args.loader:
-        if args.loader not in names:
-            print(f"Loader not found: {args.loader} in run {args.run_id}", file=sys.stderr)
-            return EXIT_NOT_FOUND
-        names = [args.loader]
-    detail: dict[str, Any] = {}
-    for name in names:
-        if run["loaders"][name].get("state") == "damaged":
-            detail[name] = run["loaders"][name]
-            continue
-        state: LoaderState = mgr.read_loader(args.run_id, name)
-        detail[name] = {
-            **state.summary(),
-            "tries": state.tries,
-            "last_failures": state.last_failures(args.failures),
-        }
+    if args.loader and args.loader not in mgr.loader_names(args.run_id):
+        mgr.get_run(args.run_id, loaders=False)  # "Run not found" first, when that is the problem
+        print(f"Loader not found: {args.loader} in run {args.run_id}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    run = mgr.describe_run(args.run_id, args.failures, [args.loader] if args.loader else None)
+    detail: dict[str, Any] = run["loaders"]
+    names = list(detail)
     if args.json:
-        _emit_json({**run, "loaders": detail})
+        _emit_json(run)
         return EXIT_CHECKPOINT if _damaged(run) else EXIT_OK
     print(f"Run:         {run['run_id']}")
     print(f"State:       {run['state']}")
