@@ -44,7 +44,8 @@ h1 { font-size: 1.4rem; margin: 0 0 .25rem; } h2 { font-size: 1.1rem; margin: 1.
 .muted { color: #59636e; } a { color: #0969da; text-decoration: none; }
 a:hover { text-decoration: underline; }
 table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; }
-th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d1d9e0; vertical-align: top; }
+th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d1d9e0; vertical-align: top;
+         white-space: nowrap; }
 th { font-weight: 600; background: #f6f8fa; }
 .num { text-align: right; font-variant-numeric: tabular-nums; }
 .state { display: inline-block; padding: 0 .5rem; border-radius: 1rem; color: #fff; font-size: .85em; }
