@@ -314,7 +314,9 @@ def run(args: argparse.Namespace) -> int:
     if args.stop:
         stop(args)
     else:
-        print(f"\nAirflow UI: {airflow.url} (admin / {airflow.password}). Stop everything with `make stop`.")
+        print(f"\nAirflow UI: {airflow.url} (admin / {airflow.password}).")
+        print(f"Checkpoints: Browse -> Checkpoints in the UI ({airflow.url}/tk-checkpoints/).")
+        print("Stop everything with `make stop`.")
     return 0 if state == "success" else 1
 
 
