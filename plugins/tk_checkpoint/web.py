@@ -49,7 +49,7 @@ th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d1d9
 th { font-weight: 600; background: #f6f8fa; }
 .num { text-align: right; font-variant-numeric: tabular-nums; }
 .state { display: inline-block; padding: 0 .5rem; border-radius: 1rem; color: #fff; font-size: .85em; }
-.bar { display: inline-block; width: 12rem; height: .7rem; background: #e6e9ed; border-radius: .35rem;
+.bar { display: inline-block; width: 7rem; height: .7rem; background: #e6e9ed; border-radius: .35rem;
        overflow: hidden; vertical-align: middle; }
 .bar > span { display: block; height: 100%; background: #1a7f37; }
 .loader td:first-child { padding-left: 1.6rem; } pre { white-space: pre-wrap; margin: 0; font-size: .85em; }
