@@ -113,6 +113,8 @@ def test_clear_and_resume_through_airflow_standalone(neo4j_empty, tmp_path):
             assert detail["state"] == "completed"
             assert detail["loaders"]["load_zaken.0"]["processed_count"] == len(dataset.rows["Zaak"])
             assert run_id in requests.get(f"{dashboard}/", headers=auth, timeout=30).text
+            missing = requests.get(f"{dashboard}/api/runs/no_such_run", headers=auth, timeout=30)
+            assert missing.status_code == 404 and "Run not found" in missing.json()["detail"]
             plugins = airflow.api("GET", "/plugins").json()["plugins"]
             routes = {v["url_route"] for p in plugins for v in p["external_views"]}
             assert {"tk-checkpoints", "tk-checkpoints-run"} <= routes  # Browse menu and the DAG run tab

@@ -287,17 +287,16 @@ def run_page(mgr: CheckpointManager, run_id: str, base_href: str) -> str:
 
 
 def create_app(base: Any = None) -> Any:
-    """The FastAPI app of the dashboard (``base``: the checkpoint base; default ``TK_CHECKPOINT_BASE``)."""
+    """The FastAPI app of the dashboard (``base``: the checkpoint base; default ``TK_CHECKPOINT_BASE``).
+
+    Every route requires the api-server's login and DAG read permission. If Airflow's security dependency
+    cannot be imported this raises, rather than serving the pages to anyone.
+    """
+    from airflow.api_fastapi.core_api.security import requires_access_dag
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse
 
-    dependencies = []
-    try:  # inside the api-server: its login and DAG read permission guard every route
-        from airflow.api_fastapi.core_api.security import requires_access_dag
-
-        dependencies.append(Depends(requires_access_dag(method="GET")))
-    except ImportError:  # pragma: no cover - without Airflow's api-server (the app alone, in tests)
-        pass
+    dependencies = [Depends(requires_access_dag(method="GET"))]
 
     app = FastAPI(
         title="tk-neo4j-airflow checkpoints",
@@ -312,8 +311,8 @@ def create_app(base: Any = None) -> Any:
         root = request.scope.get("root_path", "") or ""
         return root.rstrip("/") + "/"
 
-    def not_found(run_id: str, exc: Exception) -> HTTPException:
-        return HTTPException(status_code=404, detail=f"Run not found: {run_id} ({exc})")
+    def not_found(exc: Exception) -> HTTPException:
+        return HTTPException(status_code=404, detail=str(exc))
 
     @app.get("/", response_class=HTMLResponse)
     def runs_html(request: Request) -> str:
@@ -324,7 +323,7 @@ def create_app(base: Any = None) -> Any:
         try:
             return run_page(manager(), run_id, base_href(request))
         except (RunNotFoundError, InvalidNameError) as e:
-            raise not_found(run_id, e) from None
+            raise not_found(e) from None
 
     @app.get("/api/runs")
     def runs_json() -> list[dict[str, Any]]:
@@ -335,6 +334,6 @@ def create_app(base: Any = None) -> Any:
         try:
             return json.loads(json.dumps(manager().describe_run(run_id, failures=failures), default=str))
         except (RunNotFoundError, InvalidNameError) as e:
-            raise not_found(run_id, e) from None
+            raise not_found(e) from None
 
     return app
