@@ -101,3 +101,22 @@ def test_env_example_covers_the_variables_compose_reads():
     }
     optional = {"AIRFLOW_PROJ_DIR", "_PIP_ADDITIONAL_REQUIREMENTS", "AIRFLOW_UID"}
     assert used - optional <= example, used - optional - example
+
+
+def test_extra_requirements_pin_what_the_local_install_pins(compose):
+    """The image installs the project's extra packages at start; every version it pins is the one
+    constraints.txt pins (the Rust packstream must match the driver the provider pulls in)."""
+    default = re.search(
+        r"\$\{_PIP_ADDITIONAL_REQUIREMENTS:-([^}]*)\}", (ROOT / "docker-compose.yaml").read_text()
+    )
+    packages = default.group(1).split()
+    pins = dict(
+        line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line
+    )
+    pinned = [p for p in packages if "==" in p]
+    assert {"apache-airflow-providers-neo4j", "neo4j-rust-ext"} <= {p.split("==")[0] for p in pinned}
+    for package in pinned:
+        name, version = package.split("==")
+        assert pins[name.split("[")[0]] == version, package
+    for name in ("apache-airflow-providers-neo4j", "neo4j-rust-ext"):
+        assert f"{name}=={pins[name]}" in (ROOT / "requirements.txt").read_text()
