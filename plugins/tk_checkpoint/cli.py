@@ -33,6 +33,8 @@ exit codes:
 
 base: --base, else $TK_CHECKPOINT_BASE, else ./checkpoints (a folder, or a URL such as
 s3://aws_default@bucket/checkpoints, which needs Airflow and its provider for that store).
+
+The same, in the Airflow UI: Browse -> Checkpoints, and a Checkpoints tab on each DAG run.
 """
 
 
