@@ -246,8 +246,7 @@ def delete_query(entity: Entity) -> str:
 
 def batch_query(entity: Entity) -> str:
     """One statement for a whole batch: the tombstones ``$ids`` deleted first, then the live ``$rows``."""
-    deletes = f"UNWIND $ids AS id MATCH (d:{_q(entity.label)} {{id: id}}) DETACH DELETE d"
-    return f"CALL () {{\n  {deletes}\n}}\n{upsert_query(entity)}"
+    return f"CALL () {{\n  {delete_query(entity)}\n}}\n{upsert_query(entity)}"
 
 
 class GraphWriter:
