@@ -307,18 +307,14 @@ class _Loop:
         self.committed(items)
 
     def drain_quietly(self) -> None:
-        """On the way out of a failure: record the queued batches that commit; their errors are logged."""
+        """On the way out of a failure: settle the queued batches as :meth:`drain` does, but log the errors
+        (a batch that failed on its data is still isolated) instead of raising them."""
         while self.inflight:
             items, future = self.inflight.popleft()
             try:
-                future.result()
+                self._settle(items, future)
             except Exception as e:
-                if is_data_error(e):
-                    self._isolate(items, e)
-                else:
-                    log.warning("A batch of %d items was not written: %s", len(items), _error_text(e))
-                continue
-            self.committed(items)
+                log.warning("A batch of %d items was not written: %s", len(items), _error_text(e))
 
     def close(self) -> None:
         """Record what is still queued (quietly) and stop the writer thread."""
