@@ -1169,6 +1169,11 @@ class LoaderCheckpoint:
             (logger or log).info("%s", line)
 
 
+def format_when(stamp: Any) -> str:
+    """A stored timestamp for people: '2026-11-27T22:19:54.749+00:00' -> '2026-11-27 22:19:54' (UTC)."""
+    return str(stamp)[:19].replace("T", " ") if stamp else "-"
+
+
 def format_progress(p: Mapping[str, Any]) -> str:
     done, total = p.get("processed_count", 0), p.get("total_items")
     if total:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checkpoint import DEFAULT_BASE, CheckpointManager, format_progress
+from .checkpoint import DEFAULT_BASE, CheckpointManager, format_progress, format_when
 from .errors import CheckpointError, InvalidNameError, RunNotFoundError
 from .resume import RESUME_ARGUMENTS, cmd_resume
 
@@ -45,11 +45,6 @@ def _emit_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
-def _when(stamp: Any) -> str:
-    """'2026-11-27T22:19:54.749+00:00' -> '2026-11-27 22:19:54' (UTC)."""
-    return str(stamp)[:19].replace("T", " ") if stamp else "-"
-
-
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
     cells = [[str(c) for c in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
@@ -78,7 +73,7 @@ def _loader_row(name: str, s: dict[str, Any], indent: str = "  ") -> list[Any]:
         _pct(s),
         s["failed_count"],
         s["skipped_count"],
-        _when(s.get("updated_at")),
+        format_when(s.get("updated_at")),
     ]
 
 
@@ -105,7 +100,7 @@ def cmd_list(args: argparse.Namespace, mgr: CheckpointManager) -> int:
             if run.get("state") == "damaged":
                 rows.append([run["run_id"], "DAMAGED", "", "", "", "", "", run.get("error", "")[:80]])
                 continue
-            rows.append([run["run_id"], run["state"], "", "", "", "", "", _when(run.get("updated_at"))])
+            rows.append([run["run_id"], run["state"], "", "", "", "", "", format_when(run.get("updated_at"))])
             rows.extend(_loader_row(name, s) for name, s in run.get("loaders", {}).items())
         print(_table(LOADER_HEADERS, rows, right=(2, 3, 4, 5, 6)))
     if args.incomplete and not runs:
@@ -134,10 +129,10 @@ def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     print(f"Run:         {run['run_id']}")
     print(f"State:       {run['state']}")
     print(f"DAG:         {run.get('dag_id') or '-'}")
-    print(f"Created:     {_when(run.get('created_at'))} UTC")
-    print(f"Updated:     {_when(run.get('updated_at'))} UTC")
+    print(f"Created:     {format_when(run.get('created_at'))} UTC")
+    print(f"Updated:     {format_when(run.get('updated_at'))} UTC")
     if run.get("completed_at"):
-        print(f"Finished:    {_when(run.get('completed_at'))} UTC")
+        print(f"Finished:    {format_when(run.get('completed_at'))} UTC")
     if run.get("conf"):
         print(f"Conf:        {json.dumps(run['conf'], ensure_ascii=False)}")
     if run.get("description"):
@@ -164,7 +159,7 @@ def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
             holder = d["locked_by"]
             print(
                 f"  Locked by host {holder.get('host')} pid {holder.get('pid')} "
-                f"since {_when(holder.get('since'))}"
+                f"since {format_when(holder.get('since'))}"
             )
         for incident in d.get("incidents", []):
             print(f"  Set-aside damaged file: {incident}")
@@ -175,8 +170,8 @@ def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
                     t.get("try_number"),
                     t.get("host"),
                     t.get("pid"),
-                    _when(t.get("started_at")),
-                    _when(t.get("ended_at")),
+                    format_when(t.get("started_at")),
+                    format_when(t.get("ended_at")),
                     t.get("outcome") or "running",
                     t.get("processed"),
                     t.get("skipped"),
@@ -205,7 +200,8 @@ def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
         if d["last_failures"]:
             print(f"  Last failures ({len(d['last_failures'])} of {d['failed_count']}):")
             for f in d["last_failures"]:
-                print(f"    {f['item_id']}  attempts {f.get('attempts')}  {_when(f.get('last_failed_at'))}")
+                when = format_when(f.get("last_failed_at"))
+                print(f"    {f['item_id']}  attempts {f.get('attempts')}  {when}")
                 print(f"      {str(f.get('error', '')).splitlines()[0] if f.get('error') else ''}")
     return EXIT_CHECKPOINT if _damaged(run) else EXIT_OK
 

@@ -23,10 +23,9 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from .checkpoint import CheckpointManager
+from .checkpoint import CheckpointManager, format_when
 from .errors import InvalidNameError, RunNotFoundError
 
-URL_PREFIX = "/tk-checkpoints"
 REFRESH_SECONDS = 15
 FAILURES_SHOWN = 20
 
@@ -58,7 +57,7 @@ dl { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem; } 
 
 
 def _when(stamp: Any) -> str:
-    return escape(str(stamp)[:19].replace("T", " ")) if stamp else "-"
+    return escape(format_when(stamp))
 
 
 def _text(value: Any) -> str:
