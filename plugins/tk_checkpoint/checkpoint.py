@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -618,14 +618,20 @@ class CheckpointManager:
         doc = dict(self._read_run(run_id))
         if not loaders:
             return doc
-        loaders_out = {}
-        for name in self.loader_names(run_id):
-            try:
-                loaders_out[name] = self.read_loader(run_id, name).summary()
-            except CheckpointError as exc:
-                loaders_out[name] = {"loader": name, "state": "damaged", "error": str(exc)}
-        doc["loaders"] = loaders_out
+        doc["loaders"] = self._report_loaders(run_id, self.loader_names(run_id), LoaderState.summary)
         return doc
+
+    def _report_loaders(
+        self, run_id: str, names: Iterable[str], report: Callable[[LoaderState], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """{name: report(state)} reading each loader file once; a damaged one as ``state: damaged``."""
+        out: dict[str, Any] = {}
+        for name in names:
+            try:
+                out[name] = report(self.read_loader(run_id, name))
+            except CheckpointError as exc:
+                out[name] = {"loader": name, "state": "damaged", "error": str(exc)}
+        return out
 
     def describe_run(
         self, run_id: str, failures: int = 10, loaders: Iterable[str] | None = None
@@ -633,20 +639,13 @@ class CheckpointManager:
         """The run file plus, per loader (all, or ``loaders``), its summary, its tries and its last
         ``failures`` failed items with their errors: what ``tk-checkpoint show`` and the web page report.
         Damaged loader files show ``state: damaged``. Raises RunNotFoundError ("Run not found")."""
-        run = self.get_run(run_id)
-        names = list(run["loaders"]) if loaders is None else list(loaders)
-        detail: dict[str, Any] = {}
-        for name in names:
-            if run["loaders"][name].get("state") == "damaged":
-                detail[name] = run["loaders"][name]
-                continue
-            state = self.read_loader(run_id, name)
-            detail[name] = {
-                **state.summary(),
-                "tries": state.tries,
-                "last_failures": state.last_failures(failures),
-            }
-        return {**run, "loaders": detail}
+        run = self.get_run(run_id, loaders=False)
+        names = self.loader_names(run_id) if loaders is None else list(loaders)
+
+        def detail(state: LoaderState) -> dict[str, Any]:
+            return {**state.summary(), "tries": state.tries, "last_failures": state.last_failures(failures)}
+
+        return {**run, "loaders": self._report_loaders(run_id, names, detail)}
 
     def loader_names(self, run_id: str) -> list[str]:
         validate_name(run_id)
