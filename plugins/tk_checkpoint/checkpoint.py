@@ -34,6 +34,7 @@ from .errors import (
 )
 from .idset import IdSet
 from .lock import WriterLock, break_lock
+from .present import format_progress, format_when  # noqa: F401 - re-exported until callers move
 from .store import Journal, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -1166,19 +1167,3 @@ class LoaderCheckpoint:
     def log_progress(self, logger: logging.Logger | None = None) -> None:
         for line in self.progress_line().splitlines():
             (logger or log).info("%s", line)
-
-
-def format_when(stamp: Any) -> str:
-    """A stored timestamp for people: '2026-11-27T22:19:54.749+00:00' -> '2026-11-27 22:19:54' (UTC)."""
-    return str(stamp)[:19].replace("T", " ") if stamp else "-"
-
-
-def format_progress(p: Mapping[str, Any]) -> str:
-    done, total = p.get("processed_count", 0), p.get("total_items")
-    if total:
-        line = f"📊 Progress: {done}/{total} ({100.0 * done / total:.1f}%)"
-    else:
-        line = f"📊 Progress: {done} processed (total unknown)"
-    if p.get("failed_count"):
-        line += f"\n⚠️ {p['failed_count']} items failed during processing"
-    return line
