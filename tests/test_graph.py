@@ -89,6 +89,16 @@ def test_prepare_item_refuses_bad_rows_with_a_clear_message():
     assert item_key({"Id": "ABC"}) == "abc"
 
 
+def test_prepare_item_takes_the_key_the_loop_derived():
+    zaak = ENTITIES["Zaak"]
+    row = {"Id": "E2CF50ED-B561-4752-B21A-61C56692C027", "Titel": "t"}
+    key = item_key(row)
+    assert prepare_item(zaak, row, key).id == key == prepare_item(zaak, row).id
+    no_id = {"Titel": "no Id"}
+    with pytest.raises(ItemDataError, match=f"key {item_key(no_id)}"):
+        prepare_item(zaak, no_id, item_key(no_id))
+
+
 # -- the writer on a real Neo4j -------------------------------------------------------------------------
 
 

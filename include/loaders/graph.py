@@ -163,8 +163,11 @@ def _target_ids(entity: Entity, rid: str, rel: Relationship, raw: Mapping[str, A
     return sorted(set(out))
 
 
-def prepare_item(entity: Entity, raw: Mapping[str, Any]) -> PreparedItem:
+def prepare_item(entity: Entity, raw: Mapping[str, Any], key: str | None = None) -> PreparedItem:
     """Turn one API row of ``entity`` into a :class:`PreparedItem`.
+
+    ``key`` is the row's :func:`item_key` when the caller has derived it already (the load loop derives
+    it once per row, for the checkpoint, and passes it in); None derives it here when needed.
 
     Raises :class:`ItemDataError` (naming the entity, the Id and the field) for a row without an Id or
     with a malformed value; the caller marks that item failed and goes on.
@@ -173,8 +176,11 @@ def prepare_item(entity: Entity, raw: Mapping[str, Any]) -> PreparedItem:
         raise ItemDataError(f"{entity.name}: an API row is not an object: {raw!r:.200}.")
     rid = raw.get(KEY)
     if not isinstance(rid, str) or not rid:
-        raise ItemDataError(f"{entity.name}: a row has no Id (key {item_key(raw)}): {dict(raw)!r:.300}.")
-    rid = rid.lower()
+        raise ItemDataError(
+            f"{entity.name}: a row has no Id (key {key or item_key(raw)}): {dict(raw)!r:.300}."
+        )
+    # item_key of a row with an Id is that Id lower-cased: the caller's key is the node id.
+    rid = key if key is not None else rid.lower()
     if raw.get(TOMBSTONE_FLAG):
         return PreparedItem(id=rid, deleted=True)
     item = PreparedItem(id=rid)
