@@ -80,11 +80,14 @@ class EntityRequirement:
         properties: properties (foreign keys included, e.g. ``Activiteit_Id``) that must exist.
         navigations: navigation properties that must exist (for ``$expand``).
         key: the key the loader uses as node identity.
+        types: property -> the EDM type it must have (``Edm.DateTimeOffset``); a property not listed
+            here is checked by name only. The entity table fills it from each property's kind.
     """
 
     properties: Sequence[str] = ()
     navigations: Sequence[str] = ()
     key: Sequence[str] = ("Id",)
+    types: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,7 +126,8 @@ def _hints(missing: list[str], available: Sequence[str], wanted: set[str]) -> di
 def check_requirements(
     schema: ODataSchema, requirements: Mapping[str, EntityRequirement], profile: ApiProfile
 ) -> MetadataReport:
-    """Every missing or renamed entity set, key, property and navigation the loaders rely on.
+    """Every missing or renamed entity set, key, property and navigation the loaders rely on, and every
+    property whose EDM type is not the one required.
 
     Requirements use canonical names; they are translated with ``profile`` before the lookup, and the
     messages give both names when they differ.
@@ -150,6 +154,14 @@ def check_requirements(
         for prop in missing:
             hint = hints.get(profile.to_profile(info.name, prop), "")
             report.problems.append(f"{set_name}: property {label(prop)} is missing{hint}")
+        for prop in req.properties:
+            wanted = req.types.get(prop)
+            served_type = info.properties.get(profile.to_profile(info.name, prop))
+            if wanted is not None and served_type is not None and served_type != wanted:
+                report.problems.append(
+                    f"{set_name}: property {label(prop)} is {served_type} in $metadata, "
+                    f"but the entity table expects {wanted}"
+                )
         missing_navs = [n for n in req.navigations if n not in info.navigations]
         nav_hints = _hints(missing_navs, list(info.navigations), set(req.navigations))
         for nav in missing_navs:

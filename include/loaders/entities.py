@@ -17,11 +17,14 @@ Naming rules (``docs/graph-model.md``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import Enum
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the API client is imported only where the metadata check runs
     from include.loaders.api import EntityRequirement
@@ -35,19 +38,106 @@ TOMBSTONE_FLAG = "Verwijderd"
 WATERMARK = "ApiGewijzigdOp"
 """The property incremental windows ``[start, end)`` filter on."""
 
+GUID = "Edm.Guid"
+"""The EDM type of the key and of every foreign key."""
+
+_DATETIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_SENTINEL = "0001-01-01"  # 0001-01-01(T00:00:00Z) means "unknown" (Vergadering.Sluiting)
+_INT_SENTINEL = -1  # Volgnummer -1 means "no number"
+
+
+def _int_or_sentinel(value: Any) -> Any:
+    return None if value == _INT_SENTINEL else value
+
+
+def _datetime(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("is not an ISO 8601 DateTimeOffset.")
+    if value.startswith(_DATE_SENTINEL):
+        return None
+    m = _DATETIME_RE.match(value)
+    try:
+        if m is None:
+            raise ValueError("bad format")
+        datetime.fromisoformat(m.group(1) + (m.group(3) if m.group(3) != "Z" else "+00:00"))
+    except ValueError:
+        raise ValueError(
+            "is not an ISO 8601 DateTimeOffset (expected e.g. 2025-10-02T20:46:33.5365131Z)."
+        ) from None
+    return value  # Neo4j's datetime() parses it, keeping the offset and all 7 fractional digits
+
+
+def _date(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _DATE_RE.match(value):
+        raise ValueError("is not an ISO 8601 Date (expected e.g. 1975-04-21).")
+    if value == _DATE_SENTINEL:
+        return None
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("is not a valid calendar date (expected e.g. 1975-04-21).") from None
+    return value
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """Everything about one property kind, in one row.
+
+    Attributes:
+        edm: the EDM type ``$metadata`` must declare for the property (the metadata check compares it).
+        neo4j: the Neo4j type of the stored value (for the docs).
+        convert: the validator: API value -> query parameter, where None means "no value" (the property
+            is removed); raises ``ValueError`` saying what was expected (the writer names the entity,
+            the Id and the field). None: the value is passed as it is (Neo4j refuses what it cannot
+            store, and the writer isolates that item).
+        cypher: the Cypher function that turns the parameter into the stored value (``datetime``,
+            ``date``); None stores the parameter as it is.
+        doc: what the conversion does, for the docs.
+    """
+
+    edm: str
+    neo4j: str
+    convert: Callable[[Any], Any] | None = None
+    cypher: str | None = None
+    doc: str = ""
+
 
 class Kind(Enum):
-    """How an API value becomes a Neo4j property value."""
+    """How an API value becomes a Neo4j property value: one :class:`KindSpec` per kind."""
 
-    TEXT = "text"  # Edm.String: as is
-    INT = "int"  # Edm.Int32: as is
-    INT_OPT = "int_opt"  # Edm.Int32 where -1 means "no value" (Volgnummer): -1 -> null
-    BOOL = "bool"  # Edm.Boolean: as is
-    DATETIME = "datetime"  # Edm.DateTimeOffset: Neo4j DATETIME with its offset; 0001-01-01 -> null
+    TEXT = KindSpec("Edm.String", "STRING", doc="as is")
+    INT = KindSpec("Edm.Int32", "INTEGER", doc="as is")
+    INT_OPT = KindSpec("Edm.Int32", "INTEGER", _int_or_sentinel, doc="-1 means no value: absent (Volgnummer)")
+    BOOL = KindSpec("Edm.Boolean", "BOOLEAN", doc="as is")
+    DATETIME = KindSpec(
+        "Edm.DateTimeOffset",
+        "DATETIME",
+        _datetime,
+        cypher="datetime",
+        doc="zoned, the API's offset and all 7 fractional digits kept; 0001-01-01 means unknown: absent",
+    )
+    DATE = KindSpec(
+        "Edm.Date", "DATE", _date, cypher="date", doc="a calendar day; 0001-01-01 means unknown: absent"
+    )
+
+    @property
+    def spec(self) -> KindSpec:
+        """This kind's row."""
+        return self.value
+
+    @property
+    def edm(self) -> str:
+        """The EDM type of this kind (``Edm.DateTimeOffset``)."""
+        return self.value.edm
 
 
 # Short names for the table below.
-T, N, N_OPT, B, DT = Kind.TEXT, Kind.INT, Kind.INT_OPT, Kind.BOOL, Kind.DATETIME
+T, N, N_OPT, B, DT, D = Kind.TEXT, Kind.INT, Kind.INT_OPT, Kind.BOOL, Kind.DATETIME, Kind.DATE
 
 # Every entity set has these two timestamps (tk-api/README.md section 1).
 _TIMESTAMPS: dict[str, Kind] = {"GewijzigdOp": DT, "ApiGewijzigdOp": DT}
@@ -95,6 +185,10 @@ class Entity:
         properties: API property name -> :class:`Kind`, the scalars stored on the node (not ``Id``,
             not ``Verwijderd``, not foreign keys; the two timestamps are added for every entity).
         relationships: the edge types this entity owns.
+        doc: what the entity is (the graph model's node table shows it).
+        core: one of the five entities of the mission: what ``requirements()`` and
+            ``python -m include.loaders.load`` take when no entities are named. The DAG loads every
+            entry of the table, core or not.
     """
 
     name: str
@@ -102,7 +196,9 @@ class Entity:
     properties: Mapping[str, Kind]
     relationships: tuple[Relationship, ...] = ()
     doc: str = ""
+    core: bool = False
     _all_properties: Mapping[str, Kind] = field(init=False, repr=False, compare=False)
+    _columns: tuple[tuple[str, str, KindSpec], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         props = dict(self.properties)
@@ -111,6 +207,8 @@ class Entity:
             if reserved in props:
                 raise ValueError(f"Entity {self.name}: {reserved!r} is implicit, do not list it.")
         object.__setattr__(self, "_all_properties", MappingProxyType(props))
+        columns = tuple((api, property_name(api), kind.spec) for api, kind in props.items())
+        object.__setattr__(self, "_columns", columns)
 
     @property
     def label(self) -> str:
@@ -126,6 +224,11 @@ class Entity:
     def all_properties(self) -> Mapping[str, Kind]:
         """The stored scalar properties including ``GewijzigdOp`` and ``ApiGewijzigdOp``."""
         return self._all_properties
+
+    @property
+    def columns(self) -> tuple[tuple[str, str, KindSpec], ...]:
+        """``(API name, graph property, kind row)`` per stored property: what the writer iterates."""
+        return self._columns
 
     @property
     def foreign_keys(self) -> list[str]:
@@ -149,11 +252,38 @@ class Entity:
     def target_labels(self) -> set[str]:
         return {r.target for r in self.relationships}
 
+    @property
+    def edm_types(self) -> dict[str, str]:
+        """Every property of :attr:`select` -> the EDM type ``$metadata`` must declare for it."""
+        types = {KEY: GUID, TOMBSTONE_FLAG: Kind.BOOL.edm}
+        types.update({name: kind.edm for name, kind in self.all_properties.items()})
+        types.update({fk: GUID for fk in self.foreign_keys})
+        return types
+
     def requirement(self) -> EntityRequirement:
-        """What the live ``$metadata`` must offer for this entity (for ``TKClient.check_metadata``)."""
+        """What the live ``$metadata`` must offer for this entity (for ``TKClient.check_metadata``):
+        the names of :attr:`select` with their EDM types, and the navigations."""
         from include.loaders.api import EntityRequirement
 
-        return EntityRequirement(properties=self.select, navigations=self.navigations)
+        return EntityRequirement(properties=self.select, navigations=self.navigations, types=self.edm_types)
+
+
+def check_table(entities: Mapping[str, Entity]) -> Mapping[str, Entity]:
+    """``entities`` as a read-only table, after checking it: keyed by name, loader names unique, each
+    relationship type owned by exactly one entity (the REPLACE semantics depend on it)."""
+    owner: dict[str, str] = {}
+    loaders: dict[str, str] = {}
+    for name, e in entities.items():
+        if name != e.name:
+            raise ValueError(f"Entity table: the entry {e.name} is filed under {name!r}.")
+        if e.loader in loaders:
+            raise ValueError(f"Loader {e.loader} is used by both {loaders[e.loader]} and {e.name}.")
+        loaders[e.loader] = e.name
+        for r in e.relationships:
+            if r.type in owner:
+                raise ValueError(f"Relationship type {r.type} is owned by both {owner[r.type]} and {e.name}.")
+            owner[r.type] = e.name
+    return MappingProxyType(dict(entities))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,12 +293,13 @@ class Entity:
 # --------------------------------------------------------------------------------------------------
 
 # fmt: off
-ENTITIES: Mapping[str, Entity] = MappingProxyType(
+ENTITIES: Mapping[str, Entity] = check_table(
     {
         e.name: e
         for e in (
             Entity(
                 name="Zaak",
+                core=True,
                 loader="load_zaken",
                 doc="A case: motion, bill, amendment, written question…",
                 properties={
@@ -188,6 +319,7 @@ ENTITIES: Mapping[str, Entity] = MappingProxyType(
             ),
             Entity(
                 name="Document",
+                core=True,
                 loader="load_documents",
                 doc="A parliamentary document; the file itself is at Document(<id>)/resource.",
                 properties={
@@ -205,6 +337,7 @@ ENTITIES: Mapping[str, Entity] = MappingProxyType(
             ),
             Entity(
                 name="Vergadering",
+                core=True,
                 loader="load_vergaderingen",
                 doc="A sitting. The API has no link to Activiteit (#95); its reports (Verslag) are linked.",
                 properties={
@@ -218,6 +351,7 @@ ENTITIES: Mapping[str, Entity] = MappingProxyType(
             ),
             Entity(
                 name="Agendapunt",
+                core=True,
                 loader="load_agendapunten",
                 doc="An agenda item of an Activiteit.",
                 properties={
@@ -231,6 +365,7 @@ ENTITIES: Mapping[str, Entity] = MappingProxyType(
             ),
             Entity(
                 name="Activiteit",
+                core=True,
                 loader="load_activiteiten",
                 doc="A debate, committee meeting, vote…",
                 properties={
@@ -253,24 +388,41 @@ ENTITIES: Mapping[str, Entity] = MappingProxyType(
     }
 )
 # fmt: on
-"""Every entity the loaders know, by name."""
-
-CORE_ENTITIES: tuple[str, ...] = ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit")
-"""The five entities of the mission, in the DAG's default order (any order gives the same graph)."""
+"""Every entity the loaders know, by name: the only list of entities (tasks, constraints, metadata
+requirements, the replay server's sets and links, generated data and the graph model derive from it)."""
 
 
-def get_entity(name: str | Entity) -> Entity:
-    """The entry for ``name`` (an entity set name or a loader name); a clear error otherwise."""
+def table_with(*entries: Entity, table: Mapping[str, Entity] | None = None) -> Mapping[str, Entity]:
+    """A checked copy of ``table`` (default :data:`ENTITIES`) with ``entries`` added or replacing the
+    entries of the same name; the table itself is not changed."""
+    out = dict(ENTITIES if table is None else table)
+    out.update({e.name: e for e in entries})
+    return check_table(out)
+
+
+def with_relationship(entity: Entity, *relationships: Relationship) -> Entity:
+    """A copy of ``entity`` that also owns ``relationships``."""
+    return dataclasses.replace(entity, relationships=(*entity.relationships, *relationships))
+
+
+CORE_ENTITIES: tuple[str, ...] = tuple(name for name, e in ENTITIES.items() if e.core)
+"""The entries flagged ``core`` (the five of the mission), in table order; derived, never edited."""
+
+
+def get_entity(name: str | Entity, table: Mapping[str, Entity] | None = None) -> Entity:
+    """The entry for ``name`` (an entity set name or a loader name) in ``table`` (default
+    :data:`ENTITIES`); a clear error otherwise."""
     if isinstance(name, Entity):
         return name
-    if name in ENTITIES:
-        return ENTITIES[name]
-    for e in ENTITIES.values():
+    table = ENTITIES if table is None else table
+    if name in table:
+        return table[name]
+    for e in table.values():
         if name == e.loader:
             return e
     raise KeyError(
-        f"Unknown entity {name!r}: known are {', '.join(ENTITIES)} "
-        f"(or their loaders {', '.join(e.loader for e in ENTITIES.values())})."
+        f"Unknown entity {name!r}: known are {', '.join(table)} "
+        f"(or their loaders {', '.join(e.loader for e in table.values())})."
     )
 
 
@@ -284,20 +436,13 @@ def all_labels(entities: Iterable[Entity] | None = None) -> list[str]:
     return sorted(labels)
 
 
-def requirements(entities: Iterable[Entity | str] | None = None) -> dict[str, EntityRequirement]:
-    """``{entity_set: EntityRequirement}`` for ``TKClient.check_metadata``."""
-    chosen = [get_entity(e) for e in (CORE_ENTITIES if entities is None else entities)]
+def requirements(
+    entities: Iterable[Entity | str] | None = None, table: Mapping[str, Entity] | None = None
+) -> dict[str, EntityRequirement]:
+    """``{entity_set: EntityRequirement}`` for ``TKClient.check_metadata``: of ``entities`` (names or
+    entries), by default the ``core`` entries of ``table`` (default :data:`ENTITIES`)."""
+    table = ENTITIES if table is None else table
+    if entities is None:
+        entities = [e for e in table.values() if e.core]
+    chosen = [get_entity(e, table) for e in entities]
     return {e.entity_set: e.requirement() for e in chosen}
-
-
-def _check_table(entities: Mapping[str, Entity]) -> None:
-    """Each relationship type owned by exactly one entity (the REPLACE semantics depend on it)."""
-    owner: dict[str, str] = {}
-    for e in entities.values():
-        for r in e.relationships:
-            if r.type in owner:
-                raise ValueError(f"Relationship type {r.type} is owned by both {owner[r.type]} and {e.name}.")
-            owner[r.type] = e.name
-
-
-_check_table(ENTITIES)

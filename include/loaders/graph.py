@@ -6,11 +6,9 @@ import hashlib
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from neo4j import Driver
@@ -20,10 +18,8 @@ from include.loaders.entities import (
     KEY,
     TOMBSTONE_FLAG,
     Entity,
-    Kind,
     Relationship,
     all_labels,
-    property_name,
 )
 
 log = logging.getLogger(__name__)
@@ -71,10 +67,6 @@ def connect(conn_id: str = DEFAULT_CONN_ID) -> Driver:
 # The writer: constraints, one transaction per batch of UNWIND MERGE (nodes, edges) and DETACH DELETE.
 # ==================================================================================================
 
-_DATETIME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
-_DATETIME_SENTINEL = "0001-01-01"  # 0001-01-01T00:00:00Z means "unknown" (Vergadering.Sluiting)
-_INT_SENTINEL = -1  # Volgnummer -1 means "no number"
-
 # Neo4j ClientError codes that mean "this data cannot be stored" (split the batch, fail the item);
 # every other error is a bug, a connection or a server problem and propagates.
 _DATA_ERROR_PREFIXES = ("Neo.ClientError.Statement.", "Neo.ClientError.Schema.ConstraintValidationFailed")
@@ -89,10 +81,11 @@ class ItemDataError(ValueError):
 class PreparedItem:
     """One API row, ready for the writer.
 
-    ``props`` holds every stored non-temporal property (null included: null removes it from the node),
-    ``temporals`` the DateTimeOffset properties as validated ISO strings (Neo4j parses them with
-    ``datetime()``, keeping the offset and all 7 fractional digits), ``rels`` the target ids per owned
-    relationship type (an empty list removes every edge of that type).
+    ``props`` holds every property stored as it is (null included: null removes it from the node),
+    ``temporals`` the properties whose kind has a Cypher conversion (DATETIME, DATE) as validated ISO
+    strings (Neo4j parses them with ``datetime()`` / ``date()``, keeping the offset and all 7 fractional
+    digits), ``rels`` the target ids per owned relationship type (an empty list removes every edge of
+    that type).
     """
 
     id: str
@@ -114,26 +107,6 @@ def item_key(raw: Mapping[str, Any]) -> str:
         json.dumps(raw, sort_keys=True, default=str).encode(), usedforsecurity=False
     ).hexdigest()[:16]
     return f"no-Id:{digest}"
-
-
-def _datetime_value(entity: Entity, rid: str, name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ItemDataError(f"{entity.name} {rid}: {name}={value!r} is not an ISO 8601 DateTimeOffset.")
-    if value.startswith(_DATETIME_SENTINEL):
-        return None
-    m = _DATETIME_RE.match(value)
-    try:
-        if m is None:
-            raise ValueError("bad format")
-        datetime.fromisoformat(m.group(1) + (m.group(3) if m.group(3) != "Z" else "+00:00"))
-    except ValueError:
-        raise ItemDataError(
-            f"{entity.name} {rid}: {name}={value!r} is not an ISO 8601 DateTimeOffset "
-            "(expected e.g. 2025-10-02T20:46:33.5365131Z)."
-        ) from None
-    return value
 
 
 def _target_ids(entity: Entity, rid: str, rel: Relationship, raw: Mapping[str, Any]) -> list[str]:
@@ -184,15 +157,15 @@ def prepare_item(entity: Entity, raw: Mapping[str, Any], key: str | None = None)
     if raw.get(TOMBSTONE_FLAG):
         return PreparedItem(id=rid, deleted=True)
     item = PreparedItem(id=rid)
-    for api_name, kind in entity.all_properties.items():
+    props, temporals = item.props, item.temporals
+    for api_name, name, spec in entity.columns:  # each kind's row says how: no branch per kind here
         value = raw.get(api_name)
-        name = property_name(api_name)
-        if kind is Kind.DATETIME:
-            item.temporals[name] = _datetime_value(entity, rid, api_name, value)
-        elif kind is Kind.INT_OPT and value == _INT_SENTINEL:
-            item.props[name] = None
-        else:
-            item.props[name] = value
+        if spec.convert is not None:
+            try:
+                value = spec.convert(value)
+            except ValueError as e:
+                raise ItemDataError(f"{entity.name} {rid}: {api_name}={value!r} {e}") from None
+        (temporals if spec.cypher else props)[name] = value
     for rel in entity.relationships:
         item.rels[rel.type] = _target_ids(entity, rid, rel, raw)
     return item
@@ -219,14 +192,15 @@ def _q(name: str) -> str:
 def upsert_query(entity: Entity) -> str:
     """The Cypher that merges a batch of live rows of ``entity`` with their owned edges (REPLACE)."""
     label = _q(entity.label)
-    temporal = [property_name(p) for p, k in entity.all_properties.items() if k is Kind.DATETIME]
+    # the kinds with a Cypher conversion: DATETIME -> datetime(…), DATE -> date(…)
+    converted = [(name, spec.cypher) for _, name, spec in entity.columns if spec.cypher]
     lines = [
         "UNWIND $rows AS row",
         f"MERGE (n:{label} {{id: row.id}})",
         "SET n += row.props",
     ]
-    if temporal:
-        sets = ", ".join(f"n.{_q(p)} = datetime(row.t.{_q(p)})" for p in temporal)
+    if converted:
+        sets = ", ".join(f"n.{_q(p)} = {fn}(row.t.{_q(p)})" for p, fn in converted)
         lines.append(f"SET {sets}")
     for rel in entity.relationships:
         rtype, target = _q(rel.type), _q(rel.target)
