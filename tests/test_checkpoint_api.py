@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
+import inspect
 import json
 import logging
 import os
@@ -20,14 +22,19 @@ from tk_checkpoint import (
     CheckpointError,
     CheckpointLockedError,
     CheckpointManager,
+    CheckpointSettings,
     CorruptCheckpointError,
     InvalidNameError,
     LoaderCheckpoint,
     RunNotFoundError,
+    Settings,
     UnsupportedSchemaError,
     loader_name,
+    resolve_base,
 )
+from tk_checkpoint.present import format_summary_line
 
+from include.loaders.ledger import Ledger
 from tests.conftest import ROOT
 
 RUN = "manual__2026-11-27T22:11:54.123+00:00"
@@ -119,7 +126,18 @@ def test_original_example_runs_with_only_its_import_changed(tmp_path):
     assert calls == []
 
 
-def test_original_example_resumes_a_run(tmp_path):
+# is_processed is a pure question (issue 9): a loader that skips by asking it counts its skips itself.
+COUNTING_EXAMPLE = ORIGINAL_EXAMPLE.replace(
+    "is_processed(item.id):\n            continue",
+    "is_processed(item.id):\n            checkpoint.mark_skipped()\n            continue",
+)
+
+
+@pytest.mark.parametrize(
+    ("example", "skipped"), [(ORIGINAL_EXAMPLE, 0), (COUNTING_EXAMPLE, 59)], ids=["verbatim", "mark_skipped"]
+)
+def test_original_example_resumes_a_run(tmp_path, example, skipped):
+    assert example.count("mark_skipped") == (skipped > 0)
     items = [SimpleNamespace(id=f"zaak-{n}") for n in range(60)]
     seen = []
     hiccups = []
@@ -131,7 +149,7 @@ def test_original_example_resumes_a_run(tmp_path):
             raise RuntimeError("Neo4j hiccup")
 
     namespace = {"items": items, "process_item": process_item, "i": 0}
-    exec(compile(ORIGINAL_EXAMPLE, "origin-example", "exec"), namespace)
+    exec(compile(example, "origin-example", "exec"), namespace)
     mgr = CheckpointManager(tmp_path)
     run_id = mgr.start_new_run()
     assert run_id.startswith("run_") and len(run_id) == len("run_20241201_143022")
@@ -144,7 +162,7 @@ def test_original_example_resumes_a_run(tmp_path):
     assert seen == ["zaak-7"]  # only the failed item is processed again
     state = again.read_loader(run_id, "my_loader")
     assert len(state.processed) == 60 and state.failed == {}
-    assert state.skipped_count == 59
+    assert state.skipped_count == skipped
     assert [t["outcome"] for t in state.tries] == ["closed", "closed"]
 
 
@@ -156,14 +174,142 @@ def test_progress_statistics_and_lines(mgr):
             cp.mark_failed(f"bad-{n}", "boom")
         cp.set_current_batch(30)
         assert cp.is_processed(3) and cp.is_processed("3") and not cp.is_processed(999)
+        assert cp.skipped_count == 0  # a pure question: the loop counts its skips with mark_skipped
+        cp.mark_skipped(2)
         p = cp.get_progress()
         assert p["processed_count"] == 750 and p["total_items"] == 1000 and p["completion_percentage"] == 75.0
         assert p["failed_count"] == 5 and p["skipped_count"] == 2 and p["current_batch"] == 30
         assert p["rate"] > 0
         assert cp.progress_line() == "📊 Progress: 750/1000 (75.0%)\n⚠️ 5 items failed during processing"
-        assert "750 processed, 2 skipped, 5 failed" in cp.summary_line()
+        assert "750 processed, 2 skipped, 5 failed" in format_summary_line(cp.loader_name, p)
         assert cp.filter_unprocessed([1, 2, 999, 1000]) == [999, 1000]
         assert cp.skipped_count == 4
+
+
+def test_a_loader_checkpoint_is_a_ledger_and_is_processed_counts_nothing(mgr):
+    with LoaderCheckpoint(mgr, "load_zaak", try_number=1) as cp:
+        assert isinstance(cp, Ledger)
+        cp.mark_processed_many(["a", "b"])
+        cp.save_progress()
+        for _ in range(3):
+            assert cp.is_processed("a") and not cp.is_processed("z")
+        assert cp.skipped_count == 0 and cp.get_progress()["skipped_this_try"] == 0
+        assert cp.save_progress() is False  # asking left nothing to save
+        cp.mark_skipped(3)
+        assert cp.skipped_count == 3 and cp.save_progress() is True
+    st = mgr.read_loader(RUN, "load_zaak")
+    assert st.skipped_count == 3 and st.tries[0]["skipped"] == 3
+
+
+def test_loader_checkpoint_has_the_ledger_signatures():
+    # isinstance() on a runtime_checkable Protocol checks the names only: compare the signatures too, so
+    # the load loop can call a LoaderCheckpoint and a NullLedger the same way.
+    def shape(func):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(func).parameters.values()]
+
+    members = [n for n in vars(Ledger) if not n.startswith("_")]
+    assert {"is_processed", "mark_skipped", "save_progress", "processed_count"} <= set(members)
+    for name in members:
+        expected, ours = inspect.getattr_static(Ledger, name), inspect.getattr_static(LoaderCheckpoint, name)
+        if isinstance(expected, property):
+            assert isinstance(ours, property), name
+        else:
+            assert shape(ours) == shape(expected), name
+
+
+def test_one_save_policy_processed_and_failed_marks_count_together(mgr):
+    cp = LoaderCheckpoint(mgr, "load_zaak", save_interval=4)
+    journal = Path(mgr.checkpoint_dir) / RUN / "loaders" / "load_zaak.journal.jsonl"
+
+    def records():
+        return len(journal.read_text().splitlines())
+
+    opened = records()  # the start of the try is recorded at once
+    cp.mark_failed("f1", "boom")
+    assert records() == opened  # a failure is not saved on its own
+    cp.mark_processed_many(["a", "b"])
+    assert records() == opened
+    cp.mark_failed("f2", "boom")  # the 4th mark: an automatic save
+    assert records() == opened + 1
+    st = mgr.read_loader(RUN, "load_zaak")
+    assert set(st.failed) == {"f1", "f2"} and st.processed == {"a", "b"}
+    cp.mark_failed("a", "late")  # ignored (processed wins): not a mark
+    cp.mark_processed_many(["a", "b"])  # already processed: no new marks
+    cp.mark_failed("f3", "boom")
+    assert records() == opened + 1
+    assert cp.save_progress() and records() == opened + 2
+    cp.close()
+    assert set(mgr.read_loader(RUN, "load_zaak").failed) == {"f1", "f2", "f3"}
+
+
+def test_settings_from_the_environment():
+    assert CheckpointSettings.from_env({}) == CheckpointSettings()
+    assert CheckpointSettings().base == "checkpoints" and CheckpointSettings().save_interval == 25
+    env = {
+        "TK_CHECKPOINT_BASE": "s3://conn@bucket/tk",
+        "TK_CHECKPOINT_INTERVAL": "0",
+        "TK_CHECKPOINT_FSYNC": "off",
+        "TK_CHECKPOINT_GZIP_THRESHOLD": "-1",
+        "TK_CHECKPOINT_LOCK_STALE_SECONDS": "60",
+    }
+    s = CheckpointSettings.from_env(env)
+    assert (s.base, s.save_interval, s.fsync, s.gzip_threshold, s.lock_stale_after) == (
+        "s3://conn@bucket/tk",
+        0,
+        False,
+        -1,
+        60.0,
+    )
+    with pytest.raises(ValueError, match="TK_CHECKPOINT_INTERVAL='often' is not a valid int"):
+        CheckpointSettings.from_env({"TK_CHECKPOINT_INTERVAL": "often"})
+    with pytest.raises(ValueError, match="TK_CHECKPOINT_FSYNC='maybe'"):
+        CheckpointSettings.from_env({"TK_CHECKPOINT_FSYNC": "maybe"})
+    with pytest.raises(ValueError, match="save_interval must be >= 0"):
+        CheckpointSettings(save_interval=-1)
+    changed = s.with_overrides(save_interval=None, fsync=True)  # None: keep the setting
+    assert changed == CheckpointSettings(**{**vars(s), "fsync": True})
+    with pytest.raises(TypeError, match="Unknown checkpoint settings"):
+        s.with_overrides(fsnyc=False)
+    assert resolve_base("elsewhere", env) == "elsewhere" and resolve_base(None, env) == "s3://conn@bucket/tk"
+    assert resolve_base("", {}) == "checkpoints" and Settings is CheckpointSettings
+
+
+def test_manager_keywords_override_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TK_CHECKPOINT_BASE", str(tmp_path / "from-env"))
+    monkeypatch.setenv("TK_CHECKPOINT_INTERVAL", "7")
+    mgr = CheckpointManager()
+    assert mgr.checkpoint_dir == str(tmp_path / "from-env") and mgr.settings.save_interval == 7
+    mgr = CheckpointManager(tmp_path / "given", save_interval=3, fsync=None)
+    assert mgr.base == mgr.settings.base == tmp_path / "given"
+    assert mgr.settings.save_interval == 3 and mgr.settings.fsync is True
+    with pytest.raises(TypeError, match="Unknown checkpoint settings"):
+        CheckpointManager(tmp_path, save_intervall=3)
+
+
+def test_the_package_has_no_import_cycle():
+    package = ROOT / "plugins" / "tk_checkpoint"
+    modules = {p.stem for p in package.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name in modules:
+        edges = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                if node.module:
+                    edges.add(node.module.split(".")[0])
+                else:
+                    edges.update(a.name if a.name in modules else "__init__" for a in node.names)
+    done: set[str] = set()
+
+    def visit(name, path):
+        assert name not in path, f"import cycle: {' -> '.join([*path, name])}"
+        if name not in done:
+            for other in sorted(graph.get(name, ())):
+                visit(other, [*path, name])
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert "checkpoint" not in modules  # split by concept (issue 9)
 
 
 def test_states_tries_and_processed_wins(mgr):

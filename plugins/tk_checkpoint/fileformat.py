@@ -18,6 +18,7 @@ import gzip
 import json
 import zlib
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
@@ -33,6 +34,11 @@ GZIP_MAGIC = b"\x1f\x8b"
 IDS_KEY = "processed_ids"
 _IDS_MARK = b'\n  "processed_ids": ['  # how encode_document/loader_document_chunks start the id list
 _HEADER_LIMIT = 64 << 20  # a header (everything before the id list) larger than this: not our layout
+
+
+def timestamp() -> str:
+    """Now, as every checkpoint file writes a time: ISO 8601 in UTC with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def encode_document(doc: dict[str, Any], *, big_key: str | None = None) -> bytes:
@@ -239,13 +245,6 @@ def _read_head(data: bytes) -> dict[str, Any]:
     except CorruptCheckpointError as exc:
         raise NotOurLayout(str(exc)) from exc
     return head
-
-
-def maybe_gzip(data: bytes, threshold: int, level: int = 1) -> tuple[bytes, bool]:
-    """Compress when ``data`` is larger than ``threshold`` bytes (threshold < 0: never)."""
-    if 0 <= threshold < len(data):
-        return gzip.compress(data, compresslevel=level, mtime=0), True
-    return data, False
 
 
 def unpack(data: bytes, where: str) -> bytes:

@@ -7,8 +7,8 @@ refreshes ``heartbeat_at`` while it saves. Another writer takes the lock over, w
 * the holder ran on this host and its process is gone (dead pid, or the pid now belongs to another process);
 * the holder was an earlier Airflow try of the same task on another host (Airflow starts try k+1 only after
   try k ended);
-* the holder's heartbeat is older than ``stale_after`` seconds (``TK_CHECKPOINT_LOCK_STALE_SECONDS``,
-  default 1800);
+* the holder's heartbeat is older than ``stale_after`` seconds (``CheckpointSettings.lock_stale_after``:
+  ``TK_CHECKPOINT_LOCK_STALE_SECONDS``, default 1800);
 * or the caller passes ``force=True`` (``tk-checkpoint unlock`` does the same by hand).
 
 Otherwise :class:`CheckpointLockedError` says who holds it and how to break it.
@@ -22,21 +22,18 @@ import os
 import secrets
 import socket
 import time
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
 from .errors import CheckpointLockedError
+from .fileformat import timestamp
+from .process import pid_alive, process_start
+from .settings import DEFAULT_STALE_AFTER
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 60.0
-DEFAULT_STALE_AFTER = 1800.0
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _age(stamp: str | None) -> float | None:
@@ -46,27 +43,16 @@ def _age(stamp: str | None) -> float | None:
         return None
 
 
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (guards against pid reuse), 'Z' for a zombie, None if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+def read_holder(store: Store, key: str) -> dict[str, Any] | None:
+    """The content of the lock at ``key``: None when there is no lock, {} when it is unreadable."""
+    data = store.read(key)
+    if data is None:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return "Z" if fields[0] in ("Z", "X") else fields[19]
-
-
-def pid_alive(pid: int, start: str | None = None) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    now_start = process_start(pid)
-    if now_start == "Z":
-        return False
-    return not (start and now_start and start != now_start)
+        holder = json.loads(data)
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
@@ -89,7 +75,7 @@ class WriterLock:
         label: str,
         hint: str,
         try_number: int | None = None,
-        stale_after: float | None = None,
+        stale_after: float = DEFAULT_STALE_AFTER,
         force: bool = False,
     ) -> None:
         self.store = store
@@ -97,8 +83,6 @@ class WriterLock:
         self.label = label
         self.hint = hint
         self.try_number = try_number
-        if stale_after is None:
-            stale_after = float(os.environ.get("TK_CHECKPOINT_LOCK_STALE_SECONDS", DEFAULT_STALE_AFTER))
         self.stale_after = stale_after
         self.force = force
         self.held = False
@@ -108,14 +92,7 @@ class WriterLock:
 
     def read_holder(self) -> dict[str, Any] | None:
         """The lock's content; None when there is no lock, {} when it is unreadable."""
-        data = self.store.read(self.key)
-        if data is None:
-            return None
-        try:
-            holder = json.loads(data)
-        except ValueError:
-            return {}
-        return holder if isinstance(holder, dict) else {}
+        return read_holder(self.store, self.key)
 
     def _takeover_reason(self, holder: dict[str, Any]) -> str | None:
         if self.force:
@@ -138,7 +115,7 @@ class WriterLock:
     def acquire(self) -> None:
         folder = self.key.rsplit("/", 1)[0]
         for _ in range(5):
-            now = _now()
+            now = timestamp()
             self.info = {
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
@@ -196,7 +173,7 @@ class WriterLock:
                 holder,
             )
         if due:
-            self.info["heartbeat_at"] = _now()
+            self.info["heartbeat_at"] = timestamp()
             self.store.write(self.key, json.dumps(self.info).encode(), fsync=False)
             self._last_beat = time.monotonic()
 
@@ -215,12 +192,7 @@ class WriterLock:
 
 def break_lock(store: Store, key: str) -> dict[str, Any] | None:
     """Remove a lock whatever its holder (``tk-checkpoint unlock``); returns what it held."""
-    data = store.read(key)
-    if data is None:
-        return None
-    store.delete(key)
-    try:
-        holder = json.loads(data)
-    except ValueError:
-        return {}
-    return holder if isinstance(holder, dict) else {}
+    holder = read_holder(store, key)
+    if holder is not None:
+        store.delete(key)
+    return holder

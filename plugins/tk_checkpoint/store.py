@@ -1,6 +1,6 @@
 """Bytes at keys under a checkpoint base: a local folder, or any ``ObjectStoragePath`` URL.
 
-Keys are relative POSIX paths built by :mod:`tk_checkpoint.checkpoint` from validated names. Two things
+Keys are relative POSIX paths built by :mod:`tk_checkpoint.names` from validated names. Two things
 differ between the backends and are hidden here:
 
 * atomic replace: locally a temp file, ``fsync``, ``os.replace``, ``fsync`` of the folder; on object storage
@@ -22,6 +22,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .errors import CheckpointLockedError
+from .process import pid_alive
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 1 << 20
@@ -215,8 +218,6 @@ class LocalStore(Store):
 
     def remove_stale_temps(self, prefix: str) -> int:
         """Delete temp files (``.<name>.tmp-<pid>-<rand>``) left in ``prefix`` by processes that are gone."""
-        from .lock import pid_alive
-
         removed = 0
         for entry in self.list(prefix):
             if not entry.startswith(".") or ".tmp-" not in entry:
@@ -474,8 +475,6 @@ class SegmentJournal(Journal):
         return records
 
     def append(self, seq: int, data: bytes) -> None:
-        from .errors import CheckpointLockedError
-
         if not self.store.create(f"{self.key}/{seq:012d}.json", data):
             raise CheckpointLockedError(
                 f"Journal segment {self.where}{seq:012d}.json already exists: another writer has taken over "

@@ -1,0 +1,275 @@
+"""CheckpointManager: the runs under one base, and reading (never writing) their loader files.
+
+A run is a folder named after the Airflow ``run_id`` with a run file and one set of files per loader (see
+:mod:`tk_checkpoint.names`). Writing a loader's files is :class:`~tk_checkpoint.loader.LoaderCheckpoint`'s
+job; the manager creates, lists, reports, cleans up and unlocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from . import fileformat as ff
+from .errors import CheckpointError, CorruptCheckpointError, InvalidNameError, RunNotFoundError
+from .lock import break_lock, read_holder
+from .names import (
+    clip_error,
+    loader_keys,
+    loader_names_in,
+    loaders_folder,
+    redact,
+    run_key,
+    set_aside_suffix,
+    validate_name,
+)
+from .settings import CheckpointSettings
+from .state import LoaderState, read_loader_state
+from .store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointManager:
+    """The runs under one base (a local path or an object-storage URL such as ``s3://conn_id@bucket/prefix``).
+
+    ``base`` defaults to ``$TK_CHECKPOINT_BASE``, else ``./checkpoints`` (:func:`settings.resolve_base`).
+    Keyword settings (``fsync``, ``gzip_threshold``, ``save_interval``, ...) override
+    :class:`~tk_checkpoint.settings.CheckpointSettings` from the environment; ``None`` keeps a setting.
+    """
+
+    def __init__(self, base: Any = None, **settings: Any) -> None:
+        self.settings = CheckpointSettings.from_env().with_overrides(
+            base=None if base == "" else base, **settings
+        )
+        self.base = self.settings.base
+        self.store: Store = open_store(self.base)
+        self.current_run_id: str | None = None
+
+    def __repr__(self) -> str:
+        return f"CheckpointManager({self.store!r}, current_run_id={self.current_run_id!r})"
+
+    @property
+    def checkpoint_dir(self) -> str:
+        """Where the checkpoints live (the original's attribute name)."""
+        return self.store.url("")
+
+    # runs --------------------------------------------------------------------------------------
+
+    def _read_run(self, run_id: str) -> dict[str, Any]:
+        validate_name(run_id)
+        key = run_key(run_id)
+        data = self.store.read(key)
+        if data is None:
+            raise RunNotFoundError(f"Run not found: {run_id} (under {self.checkpoint_dir})")
+        where = self.store.url(key)
+        return ff.read_run_document(ff.decode_document(data, where), where)
+
+    def _write_run(self, doc: dict[str, Any]) -> None:
+        doc["updated_at"] = ff.timestamp()
+        self.store.write(run_key(doc["run_id"]), ff.encode_document(doc), fsync=self.settings.fsync)
+
+    def start_new_run(
+        self,
+        run_id: str | None = None,
+        dag_id: str | None = None,
+        conf: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> str:
+        """Create the run (or reopen it: idempotent for a retried task) and make it current. Returns its id.
+
+        Without ``run_id`` a new ``run_YYYYmmdd_HHMMSS`` id is made. ``conf`` is stored with secret-looking
+        keys redacted; do not put secrets in it anyway.
+        """
+        if run_id is None:
+            run_id = datetime.now().strftime("run_%Y%m%d_%H%M%S")
+            candidate, n = run_id, 1
+            while self.store.exists(run_key(candidate)):
+                n += 1
+                candidate = f"{run_id}_{n}"
+            run_id = candidate
+        validate_name(run_id)
+        try:
+            doc = self._read_run(run_id)
+        except RunNotFoundError:
+            doc = None
+        except CorruptCheckpointError as exc:
+            # The run file holds no progress (the loader files do): set it aside and write a new one.
+            key = run_key(run_id)
+            aside = key + set_aside_suffix()
+            self.store.move(key, aside)
+            log.warning("%s - set aside as %s; writing a new run file", exc, self.store.url(aside))
+            doc = None
+        if doc is None:
+            now = ff.timestamp()
+            doc = {
+                "schema_version": ff.SCHEMA_VERSION,
+                "kind": ff.RUN_KIND,
+                "run_id": run_id,
+                "dag_id": dag_id,
+                "conf": redact(dict(conf or {})),
+                "description": description,
+                "state": "running",
+                "created_at": now,
+                "updated_at": now,
+                "completed_at": None,
+                "error": None,
+            }
+            self._write_run(doc)
+            log.info("Started checkpoint run %s", run_id)
+        else:
+            changed = doc["state"] != "running"
+            updates = {"dag_id": dag_id, "description": description}
+            if conf is not None:
+                updates["conf"] = redact(dict(conf))
+            for key, value in updates.items():
+                if value is not None and doc.get(key) != value:
+                    doc[key], changed = value, True
+            if changed:
+                doc.update(state="running", completed_at=None, error=None)
+                self._write_run(doc)
+            log.info("Reopened checkpoint run %s", run_id)
+        self.current_run_id = run_id
+        return run_id
+
+    def resume_run(self, run_id: str) -> str:
+        """Make an existing run current again and mark it running. Raises RunNotFoundError."""
+        doc = self._read_run(run_id)
+        if doc["state"] != "running":
+            doc.update(state="running", completed_at=None, error=None)
+            self._write_run(doc)
+        self.current_run_id = run_id
+        return run_id
+
+    def _set_run_state(self, run_id: str | None, state: str, error: str | None = None) -> None:
+        run_id = run_id or self.current_run_id
+        if run_id is None:
+            raise CheckpointError("No current run: call start_new_run() or resume_run() first")
+        doc = self._read_run(run_id)
+        doc.update(state=state, completed_at=ff.timestamp(), error=clip_error(error))
+        self._write_run(doc)
+
+    def complete_run(self, run_id: str | None = None) -> None:
+        """Run state ``completed`` (the current run unless ``run_id``)."""
+        self._set_run_state(run_id, "completed")
+
+    def fail_run(self, run_id: str | None = None, error: str | None = None) -> None:
+        """Run state ``failed`` with ``error`` (the current run unless ``run_id``)."""
+        self._set_run_state(run_id, "failed", error)
+
+    def list_runs(self, details: bool = False) -> list[dict[str, Any]]:
+        """Runs newest first (by creation time). A damaged run file shows as state 'damaged' with its error.
+
+        With ``details`` each run carries ``loaders``: {name: summary}, as :meth:`get_run`.
+        """
+        runs = []
+        for name in self.store.list(""):
+            try:
+                validate_name(name)
+                runs.append(self.get_run(name) if details else self._read_run(name))
+            except (InvalidNameError, RunNotFoundError):
+                continue  # not a run folder
+            except CheckpointError as exc:
+                runs.append({"run_id": name, "state": "damaged", "error": str(exc), "created_at": None})
+        runs.sort(key=lambda r: (str(r.get("created_at") or ""), r["run_id"]), reverse=True)
+        return runs
+
+    def get_run(self, run_id: str, loaders: bool = True) -> dict[str, Any]:
+        """The run file plus ``loaders``: {name: summary}; damaged loader files show ``state: damaged``.
+
+        Summaries read every loader file in full; ``loaders=False`` returns the run file alone (cheap).
+        Raises RunNotFoundError ("Run not found").
+        """
+        doc = dict(self._read_run(run_id))
+        if not loaders:
+            return doc
+        doc["loaders"] = self._report_loaders(run_id, self.loader_names(run_id), LoaderState.summary)
+        return doc
+
+    def _report_loaders(
+        self, run_id: str, names: Iterable[str], report: Callable[[LoaderState], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """{name: report(state)} reading each loader file once; a damaged one as ``state: damaged``."""
+        out: dict[str, Any] = {}
+        for name in names:
+            try:
+                out[name] = report(self.read_loader(run_id, name))
+            except CheckpointError as exc:
+                out[name] = {"loader": name, "state": "damaged", "error": str(exc)}
+        return out
+
+    def describe_run(
+        self, run_id: str, failures: int = 10, loaders: Iterable[str] | None = None
+    ) -> dict[str, Any]:
+        """The run file plus, per loader (all, or ``loaders``), its summary, its tries and its last
+        ``failures`` failed items with their errors: what ``tk-checkpoint show`` and the web page report.
+        Damaged loader files show ``state: damaged``. Raises RunNotFoundError ("Run not found")."""
+        run = self.get_run(run_id, loaders=False)
+        names = self.loader_names(run_id) if loaders is None else list(loaders)
+
+        def detail(state: LoaderState) -> dict[str, Any]:
+            return {**state.summary(), "tries": state.tries, "last_failures": state.last_failures(failures)}
+
+        return {**run, "loaders": self._report_loaders(run_id, names, detail)}
+
+    def loader_names(self, run_id: str) -> list[str]:
+        """The loaders that have files in run ``run_id``, sorted."""
+        validate_name(run_id)
+        return loader_names_in(self.store.list(loaders_folder(run_id)))
+
+    def read_loader(self, run_id: str, name: str) -> LoaderState:
+        """Read a loader file without taking its lock (for inspection). Never modifies anything."""
+        validate_name(run_id)
+        validate_name(name, "loader name")
+        for attempt in range(3):
+            try:
+                state = read_loader_state(self.store, run_id, name)[0]
+                break
+            except CorruptCheckpointError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.05)  # a writer may be compacting right now: read again
+        state.locked_by = read_holder(self.store, loader_keys(run_id, name)["lock"])
+        return state
+
+    def get_latest_incomplete_run(self) -> str | None:
+        """The newest run that is not completed (running or failed), or None."""
+        for run in self.list_runs():
+            if run.get("state") in ("running", "failed"):
+                return run["run_id"]
+        return None
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run and all its loader files. Raises RunNotFoundError."""
+        validate_name(run_id)
+        if not self.store.exists(run_key(run_id)) and not self.store.list(run_id):
+            raise RunNotFoundError(f"Run not found: {run_id} (under {self.checkpoint_dir})")
+        self.store.delete_tree(run_id)
+        if self.current_run_id == run_id:
+            self.current_run_id = None
+        log.info("Deleted checkpoint run %s", run_id)
+
+    def cleanup_old_runs(self, keep: int = 5, force: bool = False) -> list[str]:
+        """Delete all but the ``keep`` newest runs; running (or damaged) runs only with ``force``.
+
+        Returns the deleted run ids.
+        """
+        if keep < 0:
+            raise ValueError("keep must be 0 or more")
+        deleted = []
+        for run in self.list_runs()[keep:]:
+            if run.get("state") in ("running", "damaged") and not force:
+                log.info("Keeping run %s: it is %s (use force to delete it)", run["run_id"], run.get("state"))
+                continue
+            self.delete_run(run["run_id"])
+            deleted.append(run["run_id"])
+        return deleted
+
+    def unlock(self, run_id: str, name: str) -> dict[str, Any] | None:
+        """Break the writer lock of a loader, whoever holds it. Returns the holder it had, or None."""
+        validate_name(run_id)
+        validate_name(name, "loader name")
+        return break_lock(self.store, loader_keys(run_id, name)["lock"])
