@@ -1,20 +1,24 @@
 """An offline TK OData API: the real samples or generated data, both API profiles, faults on demand.
 
-Run it with ``python -m include.tk_replay --help``; in tests use :class:`ReplayServer` directly.
+Run it with ``python -m include.tk_replay --help``; in tests use :class:`ReplayServer` directly. What
+it serves follows the entity table (``include.loaders.entities``): see :mod:`include.tk_replay.schema`.
 """
 
-from include.tk_replay.dataset import LINKS, Dataset, LinkSpec, guid_sort_key
+from include.tk_replay.dataset import Dataset, guid_sort_key
 from include.tk_replay.faults import FaultConfig
-from include.tk_replay.generator import FOREIGN_KEYS, MutationReport
+from include.tk_replay.generator import MutationReport, kamerstukdossier_table
+from include.tk_replay.schema import ForeignKeySpec, LinkSpec, derive_links, table_metadata
 from include.tk_replay.server import ReplayServer
 
 __all__ = [
-    "FOREIGN_KEYS",
-    "LINKS",
     "Dataset",
     "FaultConfig",
+    "ForeignKeySpec",
     "LinkSpec",
     "MutationReport",
     "ReplayServer",
+    "derive_links",
     "guid_sort_key",
+    "kamerstukdossier_table",
+    "table_metadata",
 ]

@@ -9,8 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
+from include.loaders.entities import ENTITIES
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.faults import FaultConfig
+from include.tk_replay.generator import kamerstukdossier_table
 from include.tk_replay.server import ReplayServer
 
 EPILOG = """\
@@ -44,11 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--data", type=Path, help="dataset folder (<EntitySet>.json, links.json, metadata.xml)")
     src.add_argument("--generate", type=int, metavar="N", help="generate N entities per entity set")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p.add_argument("--kamerstukdossier", action="store_true", help="generate Kamerstukdossier too")
+    p.add_argument(
+        "--kamerstukdossier",
+        action="store_true",
+        help="serve Kamerstukdossier and its links from Zaak and Document too (generated, or in --data)",
+    )
     p.add_argument(
         "--sets",
-        help="comma-separated entity sets to generate (default: Zaak,Document,Vergadering,Agendapunt,"
-        "Activiteit,Verslag)",
+        help=f"comma-separated entity sets to generate (default: the entity table, {','.join(ENTITIES)})",
     )
     p.add_argument("--save", type=Path, help="write the dataset to this folder before serving")
     f = p.add_argument_group("faults (rates are shares of data requests, 0..1)")
@@ -116,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             max_skip=args.max_skip,
         )
         if args.data:
-            dataset = Dataset.load(args.data)
+            dataset = Dataset.load(args.data, kamerstukdossier_table() if args.kamerstukdossier else None)
         elif args.generate is not None:
             extra = {"sets": [s.strip() for s in args.sets.split(",") if s.strip()]} if args.sets else {}
             dataset = Dataset.generate(

@@ -1,9 +1,12 @@
 """The data a replay server serves: canonical (v4/2.0) rows per entity set, one link table, ``$metadata``.
 
 Rows are stored once, with the v4/2.0 property names; the server renames them per profile on the way
-out. Many-to-many navigations (``Zaak.Document`` / ``Document.Zaak`` …) come from ONE link table per pair
-(:data:`LINKS`), so both sides always agree. Single-valued navigations follow foreign keys (a property
-``<Nav>_Id``, e.g. ``Agendapunt.Activiteit_Id``), and the collection on the other side
+out. A dataset serves the entities of an entity table (``include.loaders.entities.ENTITIES`` unless
+another is given): its ``$metadata`` is the real one with the table laid over it, and its link tables
+and foreign keys are derived from the table's relationships (:mod:`include.tk_replay.schema`).
+Many-to-many navigations (``Zaak.Document`` / ``Document.Zaak`` …) come from ONE link table per pair
+(:attr:`Dataset.link_specs`), so both sides always agree. Single-valued navigations follow foreign keys
+(a property ``<Nav>_Id``, e.g. ``Agendapunt.Activiteit_Id``), and the collection on the other side
 (``Activiteit.Agendapunt``) is the reverse of that key.
 
 On disk a dataset is a folder: ``<EntitySet>.json`` (a JSON array of rows, or an OData page with a
@@ -19,13 +22,15 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.loaders.api_metadata import EntityTypeInfo, ODataSchema
+from include.loaders.entities import ENTITIES, TOMBSTONE_FLAG, Entity, Relationship
+from include.tk_replay import schema as table_schema
+from include.tk_replay.schema import ForeignKeySpec, LinkSpec
 
 if TYPE_CHECKING:
     from include.tk_replay.generator import MutationReport
@@ -37,32 +42,6 @@ METADATA_FILE = "motiematcher_odata_v4_2.0_metadata.xml"
 
 # Fields a tombstone keeps; every other field is null (tk-api/README.md section 3).
 TOMBSTONE_FIELDS = ("Id", "GewijzigdOp", "ApiGewijzigdOp", "Verwijderd")
-
-
-@dataclass(frozen=True)
-class LinkSpec:
-    """A many-to-many navigation pair served from one link table.
-
-    ``left.left_nav`` lists the right-hand entities, ``right.right_nav`` the left-hand ones.
-    """
-
-    name: str
-    left: str
-    left_nav: str
-    right: str
-    right_nav: str
-
-
-LINKS: tuple[LinkSpec, ...] = (
-    LinkSpec("Zaak-Document", "Zaak", "Document", "Document", "Zaak"),
-    LinkSpec("Zaak-Agendapunt", "Zaak", "Agendapunt", "Agendapunt", "Zaak"),
-    LinkSpec("Zaak-Activiteit", "Zaak", "Activiteit", "Activiteit", "Zaak"),
-    LinkSpec("Document-Activiteit", "Document", "Activiteit", "Activiteit", "Document"),
-    LinkSpec("Document-Agendapunt", "Document", "Agendapunt", "Agendapunt", "Document"),
-    LinkSpec("Zaak-Kamerstukdossier", "Zaak", "Kamerstukdossier", "Kamerstukdossier", "Zaak"),
-    LinkSpec("Document-Kamerstukdossier", "Document", "Kamerstukdossier", "Kamerstukdossier", "Document"),
-)
-LINKS_BY_NAME = {spec.name: spec for spec in LINKS}
 
 
 def guid_sort_key(guid: str) -> tuple[str, str, str, str, str]:
@@ -101,6 +80,13 @@ def format_ticks(ticks: int) -> str:
 class Dataset:
     """Canonical rows, link tables and ``$metadata`` of one replay server.
 
+    Args:
+        rows: entity set -> Id -> canonical row.
+        links: link table name -> (left Id, right Id) pairs.
+        metadata_xml: the v4/2.0 ``$metadata`` to start from (the real one of Oct 2025 by default).
+        entities: the entity table the dataset serves (default ``ENTITIES``): ``$metadata`` declares
+            its entities as it says, and its relationships give the link tables and foreign keys.
+
     Thread safety: the server reads under :attr:`lock`; :meth:`mutate` and the other writers take it
     too, so a page is never computed from a half-applied mutation. :attr:`version` changes with every
     write and invalidates the derived indexes.
@@ -111,14 +97,20 @@ class Dataset:
         rows: dict[str, dict[str, dict[str, Any]]] | None = None,
         links: dict[str, set[tuple[str, str]]] | None = None,
         metadata_xml: str | None = None,
+        entities: Mapping[str, Entity] | None = None,
     ):
-        self.metadata_xml = metadata_xml or (DATA_DIR / METADATA_FILE).read_text(encoding="utf-8")
+        self.entities: Mapping[str, Entity] = ENTITIES if entities is None else entities
+        base_xml = metadata_xml or (DATA_DIR / METADATA_FILE).read_text(encoding="utf-8")
+        self.metadata_xml = table_schema.table_metadata(base_xml, self.entities)
         self.schema = ODataSchema.from_xml(self.metadata_xml)
+        self.link_specs: tuple[LinkSpec, ...]
+        self.foreign_keys: tuple[ForeignKeySpec, ...]
+        self.link_specs, self.foreign_keys = table_schema.derive_links(self.entities, self.schema)
         self.rows: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in self.schema.entity_sets}
         for name, by_id in (rows or {}).items():
             self._require_set(name)
             self.rows[name].update(by_id)
-        self.links: dict[str, set[tuple[str, str]]] = {spec.name: set() for spec in LINKS}
+        self.links: dict[str, set[tuple[str, str]]] = {spec.name: set() for spec in self.link_specs}
         for name, pairs in (links or {}).items():
             if name not in self.links:
                 raise ValueError(f"Unknown link table {name!r}; known: {', '.join(self.links)}")
@@ -132,9 +124,9 @@ class Dataset:
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
-    def samples(cls) -> Dataset:
+    def samples(cls, entities: Mapping[str, Entity] | None = None) -> Dataset:
         """The real v4/2.0 sample pages shipped in ``include/tk_replay/data``."""
-        return cls.load(DATA_DIR)
+        return cls.load(DATA_DIR, entities)
 
     @classmethod
     def generate(cls, n: int, seed: int = 0, **kwargs: Any) -> Dataset:
@@ -144,8 +136,9 @@ class Dataset:
         return generate(n, seed, **kwargs)
 
     @classmethod
-    def load(cls, folder: str | Path) -> Dataset:
-        """Read a dataset folder (see the module docstring); unrecognised JSON files are skipped (warning)."""
+    def load(cls, folder: str | Path, entities: Mapping[str, Entity] | None = None) -> Dataset:
+        """Read a dataset folder (see the module docstring) that serves ``entities`` (default
+        ``ENTITIES``); unrecognised JSON files are skipped (warning)."""
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"Dataset folder {folder} does not exist.")
@@ -153,12 +146,17 @@ class Dataset:
         if not meta_path.exists() and (folder / METADATA_FILE).exists():
             meta_path = folder / METADATA_FILE
         metadata_xml = meta_path.read_text(encoding="utf-8") if meta_path.exists() else None
-        ds = cls(metadata_xml=metadata_xml)
+        ds = cls(metadata_xml=metadata_xml, entities=entities)
         by_lower = {name.lower(): name for name in ds.schema.entity_sets}
         for path in sorted(folder.glob("*.json")):
             if path.name == "links.json":
                 for name, pairs in json.loads(path.read_text(encoding="utf-8")).items():
-                    ds.links.setdefault(name, set()).update((a, b) for a, b in pairs)
+                    if name not in ds.links:
+                        raise ValueError(
+                            f"{path}: link table {name!r} holds no relationship of the entity table "
+                            f"(known: {', '.join(ds.links)}); load it with the table it was made with."
+                        )
+                    ds.links[name].update((a, b) for a, b in pairs)
                 continue
             set_name = by_lower.get(path.stem.lower())
             if set_name is None:
@@ -241,7 +239,7 @@ class Dataset:
         if key in self._adjacency:
             return self._adjacency[key]
         adj: dict[str, list[str]] | None = None
-        for spec in LINKS:
+        for spec in self.link_specs:
             if spec.left == entity_set and spec.left_nav == nav:
                 adj = {}
                 for a, b in self.links[spec.name]:
@@ -269,19 +267,8 @@ class Dataset:
 
     def reverse_fk(self, entity_set: str, nav: str) -> tuple[str, str] | None:
         """``(source set, FK column)`` when ``entity_set.nav`` is the collection side of a foreign key."""
-        info = self._require_set(entity_set)
-        target = info.navigations.get(nav)
-        if nav not in info.collections or target not in self.schema.entity_sets:
-            return None
-        src = self.schema.entity_sets[target]
-        for src_nav, src_target in src.navigations.items():
-            if (
-                src_target == info.name
-                and src_nav not in src.collections
-                and f"{src_nav}_Id" in src.properties
-            ):
-                return target, f"{src_nav}_Id"
-        return None
+        self._require_set(entity_set)
+        return table_schema.reverse_fk(self.schema, entity_set, nav)
 
     def navigate(self, entity_set: str, row: dict[str, Any], nav: str) -> list[dict[str, Any]] | dict | None:
         """The target(s) of navigation ``nav`` from ``row``: a list for collections, else a row or None."""
@@ -298,11 +285,34 @@ class Dataset:
 
     def iter_links(self, entity_set: str) -> Iterator[tuple[LinkSpec, bool]]:
         """The link specs touching ``entity_set`` and whether it is their left side."""
-        for spec in LINKS:
+        for spec in self.link_specs:
             if spec.left == entity_set:
                 yield spec, True
             if spec.right == entity_set:
                 yield spec, False
+
+    def relationship_edges(self, owner: str, rel: Relationship) -> set[tuple[str, str]]:
+        """``(owner Id, target Id)`` of every edge of ``rel`` (owned by ``owner``) this data holds: what
+        the owner's loader must write. Tombstones hold no edges."""
+        rows = self.rows.get(owner, {})
+        if rel.foreign_key is not None:
+            column = rel.foreign_key
+            return {
+                (rid, r[column]) for rid, r in rows.items() if not r.get(TOMBSTONE_FLAG) and r.get(column)
+            }
+        nav = rel.navigation or ""
+        for spec in self.link_specs:
+            if spec.left == owner and spec.left_nav == nav:
+                return set(self.links[spec.name])
+        reverse = self.reverse_fk(owner, nav)
+        if reverse is None:
+            raise KeyError(f"{owner}.{nav} is neither a link table nor the reverse of a foreign key here.")
+        source, column = reverse
+        return {
+            (r[column], rid)
+            for rid, r in self.rows.get(source, {}).items()
+            if not r.get(TOMBSTONE_FLAG) and r.get(column)
+        }
 
     # -- writing -----------------------------------------------------------------------------------
     def mutate(self, seed: int, **kwargs: Any) -> MutationReport:

@@ -1,7 +1,7 @@
 """Synthetic TK data modelled on the real samples, and deterministic mutations for delta tests.
 
-:func:`generate` makes ``n`` rows per entity set (Zaak, Document, Vergadering, Agendapunt, Activiteit,
-Verslag, optionally Kamerstukdossier) with:
+:func:`generate` makes ``n`` rows per entity of an entity table (``ENTITIES`` by default: Zaak,
+Document, Vergadering, Agendapunt, Activiteit, Verslag; optionally Kamerstukdossier) with:
 
 - values shaped like the samples (``2025Z05057``-style numbers, the common ``Soort`` values, local
   ``GewijzigdOp`` with offset, UTC ``ApiGewijzigdOp`` with 7 fractional digits, the sentinels
@@ -9,8 +9,13 @@ Verslag, optionally Kamerstukdossier) with:
 - ``ApiGewijzigdOp`` spread over 2019-2025 with busy days, identical timestamps of bulk re-emits
   (``#127``) and a recent tail;
 - ~20% tombstones (``Verwijderd: true``, every field but Id/GewijzigdOp/ApiGewijzigdOp/Verwijderd null);
-- foreign keys ``Agendapunt.Activiteit_Id`` and ``Verslag.Vergadering_Id`` and the many-to-many links of
-  :data:`~include.tk_replay.dataset.LINKS`.
+- the foreign keys and many-to-many links of the table's relationships
+  (``Dataset.foreign_keys``, ``Dataset.link_specs``): ``Agendapunt.Activiteit_Id``,
+  ``Verslag.Vergadering_Id``, ``Zaak-Document`` ….
+
+The entities of the mission have hand-written models of their values; every other property of the
+table (a new entity's, a new property's) gets a value of its kind (:data:`_KIND_VALUES`), so a new
+entry of the table gets generated rows without an edit here.
 
 Invariant kept by :func:`generate` and :func:`mutate`: a tombstone has no links and no foreign keys, and
 every link and foreign key of a live row points at a live row. Loads are then order-independent.
@@ -25,15 +30,22 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from include.tk_replay.dataset import LINKS, TOMBSTONE_FIELDS, Dataset, format_ticks, parse_ticks
+from include.loaders.entities import (
+    ENTITIES,
+    Entity,
+    Kind,
+    Relationship,
+    table_with,
+    with_relationship,
+)
+from include.tk_replay.dataset import TOMBSTONE_FIELDS, Dataset, format_ticks, parse_ticks
 
-DEFAULT_SETS: tuple[str, ...] = ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit", "Verslag")
 _AMS = ZoneInfo("Europe/Amsterdam")
 _START = datetime(2019, 1, 1, tzinfo=UTC)
 _END = datetime(2025, 10, 3, tzinfo=UTC)
@@ -125,8 +137,75 @@ class _Clock:
         return self.start + self.span - self.rng.randrange(2 * 86400 * _TICKS)
 
 
-def new_row(entity_set: str, rng: random.Random, ticks: int, seq: int) -> dict[str, Any]:
-    """One live row of ``entity_set`` with canonical names (foreign keys left None for the caller)."""
+def _date(ticks: int, rng: random.Random) -> str:
+    dt = datetime.fromtimestamp(ticks / _TICKS, UTC) - timedelta(days=rng.randrange(0, 20000))
+    return dt.date().isoformat()
+
+
+# A value of each kind, for the properties no hand-written model covers.
+_KIND_VALUES: dict[Kind, Callable[[random.Random, int], Any]] = {
+    Kind.TEXT: lambda rng, ticks: _sentence(rng, 3),
+    Kind.INT: lambda rng, ticks: rng.randrange(1, 1000),
+    Kind.INT_OPT: lambda rng, ticks: rng.randrange(1, 1000) if rng.random() < 0.8 else -1,
+    Kind.BOOL: lambda rng, ticks: rng.random() < 0.5,
+    Kind.DATETIME: lambda rng, ticks: _day(ticks, rng, rng.randrange(0, 60)),
+    Kind.DATE: _date,
+}
+
+
+def kind_value(kind: Kind, rng: random.Random, ticks: int) -> Any:
+    """A generated value of ``kind``; a clear error for a kind the generator has no values for."""
+    try:
+        make = _KIND_VALUES[kind]
+    except KeyError:
+        raise ValueError(
+            f"The generator has no values for kind {kind.name}: add it to _KIND_VALUES."
+        ) from None
+    return make(rng, ticks)
+
+
+def kamerstukdossier_table(table: Mapping[str, Entity] | None = None) -> Mapping[str, Entity]:
+    """``table`` (default ``ENTITIES``) with Kamerstukdossier and its links from Zaak and Document.
+
+    The loaders do not load Kamerstukdossier (yet); the replay server serves it on demand
+    (``--kamerstukdossier``) from this copy of the table, so its link tables derive like every other.
+    """
+    table = ENTITIES if table is None else table
+    dossier = Entity(
+        name="Kamerstukdossier",
+        loader="load_kamerstukdossiers",
+        doc="A parliamentary file (dossier) of documents and cases.",
+        properties={
+            "Titel": Kind.TEXT,
+            "Citeertitel": Kind.TEXT,
+            "Alias": Kind.TEXT,
+            "Nummer": Kind.INT,
+            "Toevoeging": Kind.TEXT,
+            "HoogsteVolgnummer": Kind.INT,
+            "Afgesloten": Kind.BOOL,
+            "Kamer": Kind.TEXT,
+        },
+    )
+    zaak = with_relationship(table["Zaak"], Relationship("IN_DOSSIER", dossier.name, navigation=dossier.name))
+    document = with_relationship(
+        table["Document"], Relationship("DOCUMENT_IN_DOSSIER", dossier.name, navigation=dossier.name)
+    )
+    return table_with(dossier, zaak, document, table=table)
+
+
+def new_row(
+    entity_set: str, rng: random.Random, ticks: int, seq: int, entity: Entity | None = None
+) -> dict[str, Any]:
+    """One live row of ``entity_set`` with canonical names (foreign keys left None for the caller).
+
+    ``entity`` is its entry in the dataset's table (default: ``ENTITIES[entity_set]``): the properties
+    of the entry that the hand-written models do not give get a value of their kind.
+    """
+    entity = entity if entity is not None else ENTITIES.get(entity_set)
+    if entity is None and entity_set not in _MODELLED:
+        raise ValueError(
+            f"The generator has no model for entity set {entity_set!r}: it is in no entity table."
+        )
     year = datetime.fromtimestamp(ticks / _TICKS, UTC).year
     base: dict[str, Any] = {"Id": _guid(rng)}
     if entity_set == "Zaak":
@@ -192,6 +271,13 @@ def new_row(entity_set: str, rng: random.Random, ticks: int, seq: int) -> dict[s
             "Voortouwafkorting": afk,
             "Voortouwkortenaam": naam,
             "Voortouwcommissie_Id": None,
+            # the deadlines of written procedures: absent on almost every activity of the samples
+            "Aanvraagdatum": None,
+            "DatumVerzoekEersteVerlenging": None,
+            "DatumMededelingEersteVerlenging": None,
+            "DatumVerzoekTweedeVerlenging": None,
+            "DatumMededelingTweedeVerlenging": None,
+            "Vervaldatum": None,
         }
     elif entity_set == "Agendapunt":
         base |= {
@@ -238,14 +324,21 @@ def new_row(entity_set: str, rng: random.Random, ticks: int, seq: int) -> dict[s
             "Afgesloten": rng.random() < 0.3,
             "Kamer": "Tweede Kamer",
         }
-    else:
-        raise ValueError(f"The generator has no model for entity set {entity_set!r}; known: {DEFAULT_SETS}")
     base["GewijzigdOp"] = _local(ticks, rng)
     base["ApiGewijzigdOp"] = format_ticks(ticks)
     base["Verwijderd"] = False
     if entity_set == "Zaak":
         base["Kabinetsappreciatie"] = rng.choice([None, None, "Oordeel Kamer", "Ontraden", "Overgenomen"])
+    if entity is not None:  # after the models: their random draws stay what they were
+        for prop, kind in entity.all_properties.items():
+            if prop not in base:
+                base[prop] = kind_value(kind, rng, ticks)
+        for fk in entity.foreign_keys:
+            base.setdefault(fk, None)
     return base
+
+
+_MODELLED = ("Zaak", "Document", "Activiteit", "Agendapunt", "Vergadering", "Verslag", "Kamerstukdossier")
 
 
 def tombstone(
@@ -261,12 +354,7 @@ def tombstone(
     return out
 
 
-# FK column -> target set, per source set.
-FOREIGN_KEYS: dict[str, tuple[str, str]] = {
-    "Agendapunt": ("Activiteit_Id", "Activiteit"),
-    "Verslag": ("Vergadering_Id", "Vergadering"),
-}
-# Links per left row: (min, max) right rows, and the chance of having any.
+# Links per left row: (min, max) right rows, and the chance of having any (other link tables: default).
 _LINK_FANOUT = {
     "Zaak-Document": (1, 3, 0.8),
     "Zaak-Agendapunt": (1, 2, 0.4),
@@ -276,37 +364,41 @@ _LINK_FANOUT = {
     "Zaak-Kamerstukdossier": (1, 1, 0.5),
     "Document-Kamerstukdossier": (1, 1, 0.5),
 }
+_DEFAULT_FANOUT = (1, 2, 0.4)
 
 
 def generate(
     n: int,
     seed: int = 0,
-    sets: Sequence[str] = DEFAULT_SETS,
+    sets: Sequence[str] | None = None,
     tombstone_rate: float = 0.2,
     with_kamerstukdossier: bool = False,
+    entities: Mapping[str, Entity] | None = None,
 ) -> Dataset:
-    """``n`` rows per entity set, deterministic for (``n``, ``seed``, ``sets``, ``tombstone_rate``).
+    """``n`` rows per entity set, deterministic for (``n``, ``seed``, ``sets``, ``tombstone_rate``, table).
 
-    ``sets`` chooses which entity sets to fill (links and foreign keys only among those);
-    ``with_kamerstukdossier`` adds Kamerstukdossier to them.
+    ``entities`` is the entity table the dataset serves (default ``ENTITIES``); ``sets`` chooses which
+    of its entities to fill (default: all; links and foreign keys only among those);
+    ``with_kamerstukdossier`` adds Kamerstukdossier (:func:`kamerstukdossier_table`) to both.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    sets = tuple(sets) + (
-        ("Kamerstukdossier",) if with_kamerstukdossier and "Kamerstukdossier" not in sets else ()
-    )
-    unknown = [s for s in sets if s not in (*DEFAULT_SETS, "Kamerstukdossier")]
+    table = ENTITIES if entities is None else entities
+    if with_kamerstukdossier:
+        table = kamerstukdossier_table(table)
+    sets = tuple(table) if sets is None else tuple(sets)
+    if with_kamerstukdossier and "Kamerstukdossier" not in sets:
+        sets += ("Kamerstukdossier",)
+    unknown = [s for s in sets if s not in table]
     if unknown:
-        raise ValueError(
-            f"The generator has no model for {unknown}; it knows {[*DEFAULT_SETS, 'Kamerstukdossier']}"
-        )
+        raise ValueError(f"The generator has no model for {unknown}: the entity table holds {list(table)}")
     rng = random.Random(seed)
     clock = _Clock(rng, n)
-    ds = Dataset()
+    ds = Dataset(entities=table)
     for name in sets:
         rows = ds.rows[name]
         for seq in range(n):
-            row = new_row(name, rng, clock.next(), seq + 1)
+            row = new_row(name, rng, clock.next(), seq + 1, table[name])
             rows[row["Id"]] = row
     live = {name: [i for i in ds.sorted_ids(name) if rng.random() >= tombstone_rate] for name in sets}
     for name in sets:
@@ -314,13 +406,13 @@ def generate(
         for rid, row in list(ds.rows[name].items()):
             if rid not in alive:
                 ds.rows[name][rid] = tombstone(row)
-    for name, (column, target) in FOREIGN_KEYS.items():
-        if name in sets and target in sets and live[target]:
-            for rid in live[name]:
-                ds.rows[name][rid][column] = rng.choice(live[target])
-    for spec in LINKS:
+    for fk in ds.foreign_keys:
+        if fk.source in sets and fk.target in sets and live[fk.target]:
+            for rid in live[fk.source]:
+                ds.rows[fk.source][rid][fk.column] = rng.choice(live[fk.target])
+    for spec in ds.link_specs:
         if spec.left in sets and spec.right in sets and live[spec.right]:
-            lo, hi, p = _LINK_FANOUT[spec.name]
+            lo, hi, p = _LINK_FANOUT.get(spec.name, _DEFAULT_FANOUT)
             pairs = ds.links[spec.name]
             for rid in live[spec.left]:
                 if rng.random() < p:
@@ -384,7 +476,7 @@ def mutate(
 ) -> MutationReport:
     """Change ``ds`` in place, deterministically for (dataset, ``seed``, ``fraction``, ``at``).
 
-    Per entity set (``sets``, default: every set with rows that the generator models), about
+    Per entity set (``sets``, default: every set with rows that the dataset's entity table holds), about
     ``fraction`` of the live rows get a changed property (``Onderwerp``/``Titel``/``Status``…), half as
     many become tombstones (their links are removed and their referrers re-pointed), half as many new rows
     appear with links; per link table as many links are added and removed; some foreign keys move. Every
@@ -394,7 +486,7 @@ def mutate(
     """
     rng = random.Random(seed)
     with ds.lock:
-        sets = [s for s in (sets or ds.entity_sets_with_rows()) if s in (*DEFAULT_SETS, "Kamerstukdossier")]
+        sets = [s for s in (sets or ds.entity_sets_with_rows()) if s in ds.entities]
         latest = max(
             (
                 ds.ticks(r["ApiGewijzigdOp"])
@@ -443,8 +535,9 @@ def mutate(
                         other_set, other = (spec.right, pair[1]) if is_left else (spec.left, pair[0])
                         bump(other_set, other)
                         report.links_removed.setdefault(spec.name, []).append(pair)
-                for src, (column, target) in FOREIGN_KEYS.items():
-                    if target == s and src in ds.rows:
+                for fk in ds.foreign_keys:
+                    src, column = fk.source, fk.column
+                    if fk.target == s and src in ds.rows:
                         others = [i for i in live[s] if i != rid and i not in chosen]
                         for src_id, src_row in ds.rows[src].items():
                             if src_row.get(column) == rid:
@@ -464,11 +557,11 @@ def mutate(
             created = []
             for j in range(max(1, k_of[s] // 2) if k_of[s] else 0):
                 tick[0] += 10_000
-                row = new_row(s, rng, tick[0], 90000 + j)
-                fk = FOREIGN_KEYS.get(s)
-                if fk and fk[1] in live and live[fk[1]]:
-                    row[fk[0]] = rng.choice(live[fk[1]])
-                    bump(fk[1], row[fk[0]])
+                row = new_row(s, rng, tick[0], 90000 + j, ds.entities[s])
+                for fk in ds.foreign_keys:
+                    if fk.source == s and fk.target in live and live[fk.target]:
+                        row[fk.column] = rng.choice(live[fk.target])
+                        bump(fk.target, row[fk.column])
                 ds.rows[s][row["Id"]] = row
                 bumped[s].add(row["Id"])
                 created.append(row["Id"])
@@ -476,7 +569,7 @@ def mutate(
             live[s] = live[s] + created
 
         # 4. links added and removed (new rows get links here too)
-        for spec in LINKS:
+        for spec in ds.link_specs:
             if spec.left not in live or spec.right not in live or not live[spec.left] or not live[spec.right]:
                 continue
             pairs = ds.links[spec.name]
@@ -499,7 +592,8 @@ def mutate(
             report.links_removed.setdefault(spec.name, []).extend(removed)
 
         # 5. foreign keys moved: the row and both targets change
-        for src, (column, target) in FOREIGN_KEYS.items():
+        for fk in ds.foreign_keys:
+            src, column, target = fk.source, fk.column, fk.target
             if src in live and target in live and len(live[target]) > 1:
                 for rid in rng.sample(live[src], min(len(live[src]), k_of[src])):
                     row = ds.rows[src][rid]
@@ -520,10 +614,10 @@ def mutate(
 
 
 __all__ = [
-    "DEFAULT_SETS",
-    "FOREIGN_KEYS",
     "MutationReport",
     "generate",
+    "kamerstukdossier_table",
+    "kind_value",
     "mutate",
     "new_row",
     "parse_ticks",
