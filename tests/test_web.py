@@ -3,6 +3,7 @@ login, is exercised by tests/test_standalone.py)."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -88,3 +89,71 @@ def test_plugin_registers_views_and_builds_the_app_only_when_asked():
     (app,) = plugin.fastapi_apps
     assert app["url_prefix"] == "/tk-checkpoints" and "tk_checkpoint.web" in sys.modules
     assert plugin.fastapi_apps[0]["app"] is app["app"]  # built once
+
+
+RUN_ID = "scheduled__2026-11-26T00:00:00+00:00"
+
+
+def _cli_json(capsys, *argv):
+    from tk_checkpoint.cli import main
+
+    main([*argv, "--json"])
+    return json.loads(capsys.readouterr().out)
+
+
+def _app(base):
+    """The dashboard app with the api-server's login dependency answered as a logged-in reader."""
+    from tk_checkpoint.web import create_app
+
+    app = create_app(str(base))
+    (login,) = app.router.dependencies
+    app.dependency_overrides[login.dependency] = lambda: None
+    return app
+
+
+def test_json_api_equals_the_cli_json(manager, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    damaged_run = tmp_path / "manual__damaged" / "run.json"  # a run file nobody can read, listed anyway
+    damaged_run.parent.mkdir()
+    damaged_run.write_text("{ not json")
+    client = TestClient(_app(tmp_path))
+
+    runs = client.get("/api/runs")
+    assert runs.status_code == 200
+    assert runs.json() == _cli_json(capsys, "list", "--base", str(tmp_path))
+    assert {r["state"] for r in runs.json()} == {"running", "damaged"}
+
+    detail = client.get(f"/api/runs/{RUN_ID}", params={"failures": 10})
+    assert detail.status_code == 200
+    assert detail.json() == _cli_json(capsys, "show", "--run-id", RUN_ID, "--base", str(tmp_path))
+    zaken = detail.json()["loaders"]["load_zaken.0"]
+    assert zaken["last_failures"][0]["error"].startswith("Neo.ClientError: <script>")  # JSON is data
+
+    snapshot = next(p for p in (tmp_path / RUN_ID / "loaders").iterdir() if p.name.startswith("load_docum"))
+    snapshot.write_text("{ not json")  # a damaged loader file: in both answers, as in the CLI's
+    assert client.get("/api/runs").json() == _cli_json(capsys, "list", "--base", str(tmp_path))
+    detail = client.get(f"/api/runs/{RUN_ID}", params={"failures": 10}).json()
+    assert detail == _cli_json(capsys, "show", "--run-id", RUN_ID, "--base", str(tmp_path))
+    assert detail["loaders"]["load_documents.0"]["state"] == "damaged"
+
+
+def test_app_pages_and_not_found(manager, tmp_path):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(_app(tmp_path), root_path="/tk-checkpoints")
+    page = client.get("/")
+    assert page.status_code == 200 and "<base href='/tk-checkpoints/'>" in page.text
+    assert "load_zaken.0" in client.get(f"/runs/{RUN_ID}").text
+    for path in ("/api/runs/no_such_run", "/runs/no_such_run"):
+        missing = client.get(path)
+        assert missing.status_code == 404 and "Run not found" in missing.json()["detail"]
+
+
+def test_app_fails_closed_without_a_login(manager, tmp_path):
+    from fastapi.testclient import TestClient
+    from tk_checkpoint.web import create_app
+
+    client = TestClient(create_app(str(tmp_path)))
+    for path in ("/", f"/runs/{RUN_ID}", "/api/runs", f"/api/runs/{RUN_ID}"):
+        assert client.get(path).status_code == 401, path

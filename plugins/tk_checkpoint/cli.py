@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checkpoint import DEFAULT_BASE, CheckpointManager, format_progress, format_when
-from .errors import CheckpointError, InvalidNameError, RunNotFoundError
+from . import CheckpointError, CheckpointManager, InvalidNameError, RunNotFoundError, resolve_base
+from .present import format_holder, format_run, format_runs, is_damaged
 from .resume import RESUME_ARGUMENTS, cmd_resume
 
 EXIT_OK = 0
@@ -45,41 +44,6 @@ def _emit_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[int] = ()) -> str:
-    cells = [[str(c) for c in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        parts = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
-def _pct(summary: dict[str, Any]) -> str:
-    p = summary.get("completion_percentage")
-    return "-" if p is None else f"{p:.1f}"
-
-
-def _loader_row(name: str, s: dict[str, Any], indent: str = "  ") -> list[Any]:
-    if s.get("state") == "damaged":
-        return [indent + name, "DAMAGED", "", "", "", "", "", s.get("error", "")[:80]]
-    return [
-        indent + name,
-        s["state"],
-        s["processed_count"],
-        s.get("total_items"),
-        _pct(s),
-        s["failed_count"],
-        s["skipped_count"],
-        format_when(s.get("updated_at")),
-    ]
-
-
-LOADER_HEADERS = ["RUN / LOADER", "STATE", "PROCESSED", "TOTAL", "%", "FAILED", "SKIPPED", "UPDATED (UTC)"]
-
-
 # --- commands ------------------------------------------------------------------------------------
 
 
@@ -95,23 +59,10 @@ def cmd_list(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     elif not runs:
         print("No incomplete runs found" if args.incomplete else f"No runs found in {mgr.checkpoint_dir}")
     else:
-        rows: list[list[Any]] = []
-        for run in runs:
-            if run.get("state") == "damaged":
-                rows.append([run["run_id"], "DAMAGED", "", "", "", "", "", run.get("error", "")[:80]])
-                continue
-            rows.append([run["run_id"], run["state"], "", "", "", "", "", format_when(run.get("updated_at"))])
-            rows.extend(_loader_row(name, s) for name, s in run.get("loaders", {}).items())
-        print(_table(LOADER_HEADERS, rows, right=(2, 3, 4, 5, 6)))
+        print(format_runs(runs))
     if args.incomplete and not runs:
         return EXIT_NOT_FOUND
-    return EXIT_CHECKPOINT if any(_damaged(r) for r in runs) else EXIT_OK
-
-
-def _damaged(run: dict[str, Any]) -> bool:
-    return run.get("state") == "damaged" or any(
-        s.get("state") == "damaged" for s in run.get("loaders", {}).values()
-    )
+    return EXIT_CHECKPOINT if any(is_damaged(r) for r in runs) else EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
@@ -121,89 +72,11 @@ def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
         print(f"Loader not found: {args.loader} in run {args.run_id}", file=sys.stderr)
         return EXIT_NOT_FOUND
     run = mgr.describe_run(args.run_id, args.failures, [args.loader] if args.loader else None)
-    detail: dict[str, Any] = run["loaders"]
-    names = list(detail)
     if args.json:
         _emit_json(run)
-        return EXIT_CHECKPOINT if _damaged(run) else EXIT_OK
-    print(f"Run:         {run['run_id']}")
-    print(f"State:       {run['state']}")
-    print(f"DAG:         {run.get('dag_id') or '-'}")
-    print(f"Created:     {format_when(run.get('created_at'))} UTC")
-    print(f"Updated:     {format_when(run.get('updated_at'))} UTC")
-    if run.get("completed_at"):
-        print(f"Finished:    {format_when(run.get('completed_at'))} UTC")
-    if run.get("conf"):
-        print(f"Conf:        {json.dumps(run['conf'], ensure_ascii=False)}")
-    if run.get("description"):
-        print(f"Description: {run['description']}")
-    if run.get("error"):
-        print(f"Error:       {run['error']}")
-    if not names:
-        print("\nNo loaders have recorded progress in this run yet.")
-    for name in names:
-        d = detail[name]
-        print()
-        if d.get("state") == "damaged":
-            print(f"Loader {name}: DAMAGED\n  {d.get('error')}")
-            continue
-        rate = f", {d['rate']} items/s in the last try" if d.get("rate") is not None else ""
-        print(f"Loader {name}: {d['state']}, batch {d['current_batch']}, {d['skipped_count']} skipped{rate}")
-        for line in format_progress(d).splitlines():
-            print(f"  {line}")
-        if d.get("error"):
-            print(f"  Error: {d['error']}")
-        if d.get("meta"):
-            print(f"  Meta: {json.dumps(d['meta'], ensure_ascii=False)}")
-        if d.get("locked_by"):
-            holder = d["locked_by"]
-            print(
-                f"  Locked by host {holder.get('host')} pid {holder.get('pid')} "
-                f"since {format_when(holder.get('since'))}"
-            )
-        for incident in d.get("incidents", []):
-            print(f"  Set-aside damaged file: {incident}")
-        if d["tries"]:
-            rows = [
-                [
-                    t.get("index"),
-                    t.get("try_number"),
-                    t.get("host"),
-                    t.get("pid"),
-                    format_when(t.get("started_at")),
-                    format_when(t.get("ended_at")),
-                    t.get("outcome") or "running",
-                    t.get("processed"),
-                    t.get("skipped"),
-                    t.get("failed"),
-                ]
-                for t in d["tries"]
-            ]
-            headers = [
-                "#",
-                "TRY",
-                "HOST",
-                "PID",
-                "STARTED",
-                "ENDED",
-                "OUTCOME",
-                "PROCESSED",
-                "SKIPPED",
-                "FAILED",
-            ]
-            print("  Tries:")
-            print(
-                "\n".join(
-                    "    " + line for line in _table(headers, rows, right=(0, 1, 3, 7, 8, 9)).splitlines()
-                )
-            )
-        if d["last_failures"]:
-            print(f"  Last failures ({len(d['last_failures'])} of {d['failed_count']}):")
-            for f in d["last_failures"]:
-                when = format_when(f.get("last_failed_at"))
-                print(f"    {f['item_id']}  attempts {f.get('attempts')}  {when}")
-                print(f"      {str(f.get('error', '')).splitlines()[0] if f.get('error') else ''}")
-    return EXIT_CHECKPOINT if _damaged(run) else EXIT_OK
+    else:
+        print(format_run(run))
+    return EXIT_CHECKPOINT if is_damaged(run) else EXIT_OK
 
 
 def cmd_delete(args: argparse.Namespace, mgr: CheckpointManager) -> int:
@@ -259,17 +132,14 @@ def cmd_cleanup(args: argparse.Namespace, mgr: CheckpointManager) -> int:
 
 def cmd_unlock(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     """Break the writer lock of a loader whose writer is gone."""
-    mgr._read_run(args.run_id)  # "Run not found" first
+    mgr.get_run(args.run_id, loaders=False)  # "Run not found" first
     holder = mgr.unlock(args.run_id, args.loader)
     if args.json:
         _emit_json({"run_id": args.run_id, "loader": args.loader, "removed_lock": holder})
     elif holder is None:
         print(f"Loader {args.loader} of run {args.run_id} is not locked.")
     else:
-        print(
-            f"Removed the lock of {args.run_id}/{args.loader} held by host {holder.get('host')} "
-            f"pid {holder.get('pid')}"
-        )
+        print(f"Removed the lock of {args.run_id}/{args.loader} held by {format_holder(holder)}")
     return EXIT_OK if holder is not None else EXIT_NOT_FOUND
 
 
@@ -281,6 +151,9 @@ RUN_ID: Arg = (("--run-id",), {"required": True, "help": "the run id (the Airflo
 
 @dataclass(frozen=True)
 class Command:
+    """A subcommand: its name, one line of help, its function and its arguments (argparse's flags and
+    options); the function's docstring is the subcommand's description."""
+
     name: str
     help: str
     run: Callable[[argparse.Namespace, CheckpointManager], int]
@@ -347,6 +220,7 @@ def _common(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentParser:
+    """The ``tk-checkpoint`` parser: one subparser per command, ``--json`` and ``--base`` on each."""
     parser = argparse.ArgumentParser(
         prog="tk-checkpoint",
         description="Inspect and manage the item-level checkpoints of tk_ingest runs.",
@@ -371,16 +245,16 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the exit code is one of those in :data:`EPILOG`."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
     args.json = bool(args.json)
-    base = args.base or os.environ.get("TK_CHECKPOINT_BASE") or DEFAULT_BASE
+    base = resolve_base(args.base)
     try:
-        mgr = CheckpointManager(base)
-        return args.handler(args, mgr)
+        return args.handler(args, CheckpointManager(base))
     except InvalidNameError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_USAGE

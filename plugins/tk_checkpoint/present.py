@@ -1,13 +1,19 @@
 """Presentation: checkpoint figures as text for people (the task log, the CLI and the dashboard).
 
 Nothing here reads or writes checkpoint files; every function takes the plain dicts the engine reports
-(``LoaderState.summary()``, ``LoaderCheckpoint.get_progress()``, ``CheckpointManager.describe_run()``).
+(``LoaderState.summary()``, ``LoaderCheckpoint.get_progress()``, ``CheckpointManager.list_runs()`` and
+``describe_run()``). The CLI prints the text these functions make; the dashboard's Jinja2 templates
+(``templates/``) use the same functions as filters, so a figure reads the same in both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+DAMAGED = "damaged"
+"""The state the engine reports for a run or loader file it could not read (its ``error`` says why)."""
 
 
 def format_when(stamp: Any) -> str:
@@ -15,14 +21,234 @@ def format_when(stamp: Any) -> str:
     return str(stamp)[:19].replace("T", " ") if stamp else "-"
 
 
+def percentage(done: int | None, total: int | None) -> float | None:
+    """``done`` of ``total`` in percent, one decimal; None while the total is not known (or 0)."""
+    return round(100.0 * (done or 0) / total, 1) if total else None
+
+
+def format_percent(value: float | None) -> str:
+    """'75.0', or '-' when there is no percentage."""
+    return "-" if value is None else f"{value:.1f}"
+
+
 def format_progress(p: Mapping[str, Any]) -> str:
     """The original system's progress lines: '📊 Progress: 750/1000 (75.0%)' and, when items failed,
     '⚠️ 5 items failed during processing'."""
     done, total = p.get("processed_count", 0), p.get("total_items")
     if total:
-        line = f"📊 Progress: {done}/{total} ({100.0 * done / total:.1f}%)"
+        line = f"📊 Progress: {done}/{total} ({format_percent(percentage(done, total))}%)"
     else:
         line = f"📊 Progress: {done} processed (total unknown)"
     if p.get("failed_count"):
         line += f"\n⚠️ {p['failed_count']} items failed during processing"
     return line
+
+
+def format_text(value: Any) -> str:
+    """A value as text, '-' when there is none (None, '', or a value a template does not have)."""
+    text = "" if value is None else str(value)
+    return text or "-"
+
+
+def format_count(value: Any, grouped: bool = False) -> str:
+    """A count or a rate: '-' when unknown, an int as it is ('12,345' when ``grouped``, as the dashboard
+    shows them), a float with one decimal."""
+    if isinstance(value, float):
+        return f"{value:,.1f}" if grouped else f"{value:.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}" if grouped else str(value)
+    return format_text(value)
+
+
+def format_conf(conf: Any) -> str:
+    """A run's conf as one line of JSON, non-ASCII kept readable."""
+    return json.dumps(conf, ensure_ascii=False)
+
+
+def format_holder(holder: Mapping[str, Any]) -> str:
+    """Who holds a loader's writer lock: 'host worker-9 pid 77 since 2026-11-27 22:00:00'."""
+    return f"host {holder.get('host')} pid {holder.get('pid')} since {format_when(holder.get('since'))}"
+
+
+def first_line(text: Any) -> str:
+    """The first line of an error text ('' for none): enough for a table row."""
+    return str(text).splitlines()[0] if text else ""
+
+
+def is_damaged(report: Mapping[str, Any]) -> bool:
+    """Whether a run (or one of its loaders) is reported damaged."""
+    return report.get("state") == DAMAGED or any(
+        s.get("state") == DAMAGED for s in (report.get("loaders") or {}).values()
+    )
+
+
+class Totals(NamedTuple):
+    """A run's figures summed over its readable loaders."""
+
+    processed: int
+    total: int | None  # None while any loader does not know its total yet
+    failed: int
+
+
+def run_totals(run: Mapping[str, Any]) -> Totals:
+    """Processed, total and failed over a run's loaders (damaged loader files left out)."""
+    loaders = [s for s in (run.get("loaders") or {}).values() if s.get("state") != DAMAGED]
+    totals = [s.get("total_items") for s in loaders]
+    return Totals(
+        processed=sum(s.get("processed_count") or 0 for s in loaders),
+        total=sum(totals) if loaders and all(t is not None for t in totals) else None,
+        failed=sum(s.get("failed_count") or 0 for s in loaders),
+    )
+
+
+def try_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One try of a loader as shown in a table: timestamps formatted, an unfinished try as 'running'."""
+    return {
+        "index": entry.get("index"),
+        "try_number": entry.get("try_number"),
+        "host": entry.get("host"),
+        "pid": entry.get("pid"),
+        "started": format_when(entry.get("started_at")),
+        "ended": format_when(entry.get("ended_at")),
+        "outcome": entry.get("outcome") or "running",
+        "processed": entry.get("processed"),
+        "skipped": entry.get("skipped"),
+        "failed": entry.get("failed"),
+    }
+
+
+# --- text for the terminal -----------------------------------------------------------------------
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable[int] = ()) -> str:
+    """A plain-text table: columns padded to their widest cell, ``right`` (column numbers) right-aligned,
+    None shown as '-'."""
+    cells = [[str(c) for c in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    right = set(right)
+    lines = []
+    for row in cells:
+        parts = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _indent(text: str, prefix: str) -> list[str]:
+    return [prefix + line for line in text.splitlines()]
+
+
+def _facts(facts: Iterable[tuple[str, Any]], indent: str = "", width: int = 0) -> list[str]:
+    """'Label: value' lines, labels padded to ``width``; a fact without a value is left out."""
+    return [f"{indent}{label:<{width}} {value}" for label, value in facts if value]
+
+
+RUNS_HEADERS = ("RUN / LOADER", "STATE", "PROCESSED", "TOTAL", "%", "FAILED", "SKIPPED", "UPDATED (UTC)")
+DAMAGED_ERROR_CHARS = 80  # of a damaged file's error in a table row; ``show`` prints it whole
+
+
+def _damaged_row(name: str, error: Any) -> list[Any]:
+    return [name, DAMAGED.upper(), "", "", "", "", "", str(error or "")[:DAMAGED_ERROR_CHARS]]
+
+
+def format_runs(runs: Iterable[Mapping[str, Any]]) -> str:
+    """``tk-checkpoint list``: a row per run, then a row per loader (indented) with its progress."""
+    rows: list[list[Any]] = []
+    for run in runs:
+        if run.get("state") == DAMAGED:
+            rows.append(_damaged_row(run["run_id"], run.get("error")))
+            continue
+        rows.append([run["run_id"], run["state"], "", "", "", "", "", format_when(run.get("updated_at"))])
+        for name, s in (run.get("loaders") or {}).items():
+            if s.get("state") == DAMAGED:
+                rows.append(_damaged_row("  " + name, s.get("error")))
+                continue
+            rows.append(
+                [
+                    "  " + name,
+                    s["state"],
+                    s["processed_count"],
+                    s.get("total_items"),
+                    format_percent(percentage(s["processed_count"], s.get("total_items"))),
+                    s["failed_count"],
+                    s["skipped_count"],
+                    format_when(s.get("updated_at")),
+                ]
+            )
+    return format_table(RUNS_HEADERS, rows, right=(2, 3, 4, 5, 6))
+
+
+TRIES_COLUMNS = (
+    ("#", "index"),
+    ("TRY", "try_number"),
+    ("HOST", "host"),
+    ("PID", "pid"),
+    ("STARTED", "started"),
+    ("ENDED", "ended"),
+    ("OUTCOME", "outcome"),
+    ("PROCESSED", "processed"),
+    ("SKIPPED", "skipped"),
+    ("FAILED", "failed"),
+)
+
+
+def _loader_lines(name: str, d: Mapping[str, Any]) -> list[str]:
+    if d.get("state") == DAMAGED:
+        return [f"Loader {name}: {DAMAGED.upper()}", f"  {d.get('error')}"]
+    rate = f", {format_count(d['rate'])} items/s in the last try" if d.get("rate") is not None else ""
+    lines = [f"Loader {name}: {d['state']}, {d['skipped_count']} skipped{rate}"]
+    lines += _indent(format_progress(d), "  ")
+    holder = d.get("locked_by")
+    facts = [
+        ("Error:", d.get("error")),
+        ("Meta:", d.get("meta") and format_conf(d["meta"])),
+        ("Locked by", holder and format_holder(holder)),
+        *(("Set-aside damaged file:", incident) for incident in d.get("incidents") or ()),
+    ]
+    lines += _facts(facts, indent="  ")
+    if d.get("tries"):
+        rows = [[row[key] for _, key in TRIES_COLUMNS] for row in map(try_row, d["tries"])]
+        table = format_table([h for h, _ in TRIES_COLUMNS], rows, right=(0, 1, 3, 7, 8, 9))
+        lines += ["  Tries:", *_indent(table, "    ")]
+    failures = d.get("last_failures") or []
+    if failures:
+        lines.append(f"  Last failures ({len(failures)} of {d['failed_count']}):")
+        for f in failures:
+            when = format_when(f.get("last_failed_at"))
+            lines.append(f"    {f['item_id']}  attempts {f.get('attempts')}  {when}")
+            lines.append(f"      {first_line(f.get('error'))}")
+    return lines
+
+
+def format_run(run: Mapping[str, Any]) -> str:
+    """``tk-checkpoint show``: the run's facts, then per loader its progress, tries and last failures."""
+    facts = [
+        ("Run:", run["run_id"]),
+        ("State:", run["state"]),
+        ("DAG:", run.get("dag_id") or "-"),
+        ("Created:", f"{format_when(run.get('created_at'))} UTC"),
+        ("Updated:", f"{format_when(run.get('updated_at'))} UTC"),
+        ("Finished:", run.get("completed_at") and f"{format_when(run['completed_at'])} UTC"),
+        ("Conf:", run.get("conf") and format_conf(run["conf"])),
+        ("Description:", run.get("description")),
+        ("Error:", run.get("error")),
+    ]
+    lines = _facts(facts, width=12)
+    loaders: Mapping[str, Any] = run.get("loaders") or {}
+    if not loaders:
+        lines += ["", "No loaders have recorded progress in this run yet."]
+    for name, d in loaders.items():
+        lines += ["", *_loader_lines(name, d)]
+    return "\n".join(lines)
+
+
+def format_summary_line(loader: str, p: Mapping[str, Any]) -> str:
+    """One loader's end-of-try line from ``LoaderCheckpoint.get_progress()``: 'load_zaak: 500 processed,
+    500 skipped, 5 failed, 1000/1000 done, 812.3 items/s' (processed and skipped: this try's figures)."""
+    rate = p["rate"] if p.get("rate") is not None else 0.0
+    return (
+        f"{loader}: {p['processed_this_try']} processed, {p['skipped_this_try']} skipped, "
+        f"{p['failed_count']} failed, {p['processed_count']}/{p['total_items'] or '?'} done, "
+        f"{rate} items/s"
+    )

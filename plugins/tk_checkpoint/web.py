@@ -12,277 +12,201 @@ Every route needs an Airflow login with read access to DAGs: the api-server's ow
 pages only read checkpoints (never lock or change them); they refresh themselves every 15 seconds.
 The checkpoint base is ``TK_CHECKPOINT_BASE``, as for the loaders and the CLI.
 
+The pages are Jinja2 templates (``templates/``, autoescaped: every value from a checkpoint is text, never
+markup) whose figures are formatted by :mod:`tk_checkpoint.present`, as the CLI's. The JSON answers are
+the pydantic models below: the engine's reports as they are (fields the models do not declare are kept),
+so ``api/runs`` equals ``tk-checkpoint list --json`` and ``api/runs/{run_id}`` equals ``show --json``.
+
 Imported only by the api-server (through ``TkCheckpointPlugin.fastapi_apps``): other Airflow components
 never pay for FastAPI.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI must see the route parameters' real types
 # (``Request`` is imported inside ``create_app``, so string annotations could not be resolved).
-import json
-from html import escape
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from .checkpoint import CheckpointManager, format_when
-from .errors import InvalidNameError, RunNotFoundError
+import jinja2
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag
+
+from . import CheckpointManager, InvalidNameError, RunNotFoundError, present
 
 REFRESH_SECONDS = 15
 FAILURES_SHOWN = 20
-
-_STATE_COLOURS = {
-    "completed": "#1a7f37",
-    "running": "#0969da",
-    "in_progress": "#0969da",
-    "failed": "#cf222e",
-    "damaged": "#8250df",
-}
-
-_CSS = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #1f2328; }
-h1 { font-size: 1.4rem; margin: 0 0 .25rem; } h2 { font-size: 1.1rem; margin: 1.5rem 0 .5rem; }
-.muted { color: #59636e; } a { color: #0969da; text-decoration: none; }
-a:hover { text-decoration: underline; }
-table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; }
-th, td { text-align: left; padding: .35rem .6rem; border-bottom: 1px solid #d1d9e0; vertical-align: top;
-         white-space: nowrap; }
-th { font-weight: 600; background: #f6f8fa; }
-.num { text-align: right; font-variant-numeric: tabular-nums; }
-.state { display: inline-block; padding: 0 .5rem; border-radius: 1rem; color: #fff; font-size: .85em; }
-.bar { display: inline-block; width: 7rem; height: .7rem; background: #e6e9ed; border-radius: .35rem;
-       overflow: hidden; vertical-align: middle; }
-.bar > span { display: block; height: 100%; background: #1a7f37; }
-.loader td:first-child { padding-left: 1.6rem; } pre { white-space: pre-wrap; margin: 0; font-size: .85em; }
-dl { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem; } dt { font-weight: 600; }
-"""
+TEMPLATES = Path(__file__).with_name("templates")
 
 
-def _when(stamp: Any) -> str:
-    return escape(format_when(stamp))
+# --- the JSON answers ----------------------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
-    return "-" if value in (None, "") else escape(str(value))
+class Report(BaseModel):
+    """A report of the engine. Open: what it reports beyond the declared fields stays in the answer (run
+    files of other versions, try entries that took over a lock, fields added later)."""
+
+    model_config = ConfigDict(extra="allow")
 
 
-def _state(state: Any) -> str:
-    s = str(state or "-")
-    return f'<span class="state" style="background:{_STATE_COLOURS.get(s, "#59636e")}">{escape(s)}</span>'
+class TryReport(Report):
+    """One try of a loader task: who ran it, when, and what it processed, skipped and failed."""
+
+    index: int | None = None
+    try_number: int | None = None
+    host: str | None = None
+    pid: int | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    outcome: str | None = None  # None while the try runs
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
 
 
-def _num(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.1f}"
-    return f"{value:,}" if isinstance(value, int) else _text(value)
+class FailureReport(Report):
+    """A failed item with its last error."""
+
+    item_id: str
+    error: str | None = None
+    attempts: int | None = None
+    first_failed_at: str | None = None
+    last_failed_at: str | None = None
+    try_number: int | None = None
 
 
-def _bar(done: int | None, total: int | None) -> str:
-    if not total:
-        return '<span class="muted">total not known yet</span>' if done else "-"
-    pct = min(100.0, 100.0 * (done or 0) / total)
-    return f'<span class="bar" title="{pct:.1f}%"><span style="width:{pct:.1f}%"></span></span> {pct:.1f}%'
+class LockHolder(Report):
+    """The writer holding a loader's lock."""
+
+    host: str | None = None
+    pid: int | None = None
+    since: str | None = None
 
 
-def _pre(text: Any) -> str:
-    return f"<pre>{escape(str(text or ''))}</pre>"
+class LoaderSummary(Report):
+    """A loader's counts and state (``LoaderState.summary()``); ``tries`` is how many there were."""
+
+    run_id: str
+    loader: str
+    state: str
+    processed_count: int
+    total_items: int | None = None
+    completion_percentage: float | None = None
+    failed_count: int
+    skipped_count: int
+    rate: float | None = None  # items/s of the last try
+    tries: int = 0
+    created_at: str | None = None
+    updated_at: str | None = None
+    completed_at: str | None = None
+    error: str | None = None
+    meta: dict[str, Any] = {}  # pydantic copies mutable defaults per instance
+    locked_by: LockHolder | None = None
+    incidents: list[str] = []
 
 
-class _Num(str):
-    """A cell to align right (numbers)."""
+class LoaderDetail(LoaderSummary):
+    """A loader's summary with its tries and its last failed items (``describe_run``)."""
+
+    tries: list[TryReport] = []  # type: ignore[assignment]
+    last_failures: list[FailureReport] = []
 
 
-def _tr(cells: list[str], cls: str = "") -> str:
-    tds = "".join(f"<td class='num'>{c}</td>" if isinstance(c, _Num) else f"<td>{c}</td>" for c in cells)
-    return f"<tr class='{cls}'>{tds}</tr>" if cls else f"<tr>{tds}</tr>"
+class DamagedFile(Report):
+    """A run or loader file that could not be read: shown with the error, never hidden."""
+
+    state: Literal["damaged"]
+    error: str
+    loader: str | None = None
+    run_id: str | None = None
 
 
-def _table(headers: list[str], rows: list[str]) -> str:
-    ths = "".join(
-        f"<th class='num'>{escape(h[1:])}</th>" if h.startswith(">") else f"<th>{escape(h)}</th>"
-        for h in headers
-    )
-    return f"<table><thead><tr>{ths}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+def _readable_or_damaged(report: Any) -> str:
+    state = report.get("state") if isinstance(report, dict) else getattr(report, "state", None)
+    return "damaged" if state == present.DAMAGED else "readable"
 
 
-def _page(title: str, body: str, base_href: str) -> str:
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<meta http-equiv='refresh' content='{REFRESH_SECONDS}'>"
-        f"<title>{escape(title)}</title><base href='{escape(base_href)}'><style>{_CSS}</style></head>"
-        f"<body>{body}</body></html>"
-    )
+def _or_damaged(model: type[Report]) -> Any:
+    """``model``, or :class:`DamagedFile` when the report says ``state: damaged``."""
+    return Annotated[
+        Annotated[model, Tag("readable")] | Annotated[DamagedFile, Tag("damaged")],
+        Discriminator(_readable_or_damaged),
+    ]
 
 
-def _run_href(run_id: str) -> str:
+class RunFile(Report):
+    """A run file: the DAG run it follows, its conf and state."""
+
+    run_id: str
+    state: str
+    dag_id: str | None = None
+    conf: dict[str, Any] = {}
+    description: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    completed_at: str | None = None
+    error: str | None = None
+
+
+class RunSummary(RunFile):
+    """A run with its loaders' summaries (an entry of ``api/runs``)."""
+
+    loaders: dict[str, _or_damaged(LoaderSummary)] = {}  # type: ignore[valid-type]
+
+
+class RunDetail(RunFile):
+    """A run with its loaders' details (``api/runs/{run_id}``)."""
+
+    loaders: dict[str, _or_damaged(LoaderDetail)] = {}  # type: ignore[valid-type]
+
+
+RunEntry = _or_damaged(RunSummary)
+"""An entry of ``api/runs``: a run, or a run file that could not be read."""
+
+
+# --- the pages -----------------------------------------------------------------------------------
+
+
+def run_href(run_id: str) -> str:
+    """The page of one run, relative to the dashboard's root (the pages set ``<base href>``)."""
     return f"runs/{quote(run_id, safe='')}"
 
 
-def _run_totals(run: dict[str, Any]) -> tuple[int, int | None, int]:
-    """(processed, total or None when a loader does not know its total yet, failed) over the loaders."""
-    loaders = [s for s in run.get("loaders", {}).values() if s.get("state") != "damaged"]
-    done = sum(s.get("processed_count") or 0 for s in loaders)
-    totals = [s.get("total_items") for s in loaders]
-    total = sum(totals) if loaders and all(t is not None for t in totals) else None
-    return done, total, sum(s.get("failed_count") or 0 for s in loaders)
-
-
-def _progress_cells(done: Any, total: Any, failed: Any) -> list[str]:
-    return [_Num(f"{_num(done)} / {_num(total)}"), _Num(_num(failed)), _bar(done, total)]
-
-
-def runs_page(mgr: CheckpointManager, base_href: str) -> str:
-    """Every run, newest first: a row per run (its loaders' sums) and a row per loader."""
-    runs = mgr.list_runs(details=True)
-    rows = []
-    for run in runs:
-        rid = str(run["run_id"])
-        link = f'<a href="{_run_href(rid)}">{escape(rid)}</a>'
-        if run.get("state") == "damaged":
-            rows.append(_tr([link, _state("damaged"), "", "", "", "", "", _pre(run.get("error"))]))
-            continue
-        done, total, failed = _run_totals(run)
-        info = [_text(run.get("dag_id")), _when(run.get("created_at")), _when(run.get("updated_at"))]
-        rows.append(_tr([link, _state(run.get("state")), *info, *_progress_cells(done, total, failed)]))
-        for name, s in run.get("loaders", {}).items():
-            if s.get("state") == "damaged":
-                rows.append(
-                    _tr([escape(name), _state("damaged"), "", "", "", "", "", _pre(s.get("error"))], "loader")
-                )
-                continue
-            cells = _progress_cells(s.get("processed_count"), s.get("total_items"), s.get("failed_count"))
-            updated = _when(s.get("updated_at"))
-            rows.append(_tr([escape(name), _state(s.get("state")), "", "", updated, *cells], "loader"))
-    headers = [
-        "Run / loader",
-        "State",
-        "DAG",
-        "Created (UTC)",
-        "Updated (UTC)",
-        ">Processed / total",
-        ">Failed",
-    ]
-    where = f"<code>{escape(mgr.checkpoint_dir)}</code>"
-    table = _table([*headers, "Progress"], rows) if runs else f"<p>No runs found in {where}.</p>"
-    body = (
-        "<h1>Checkpoints</h1>"
-        f"<p class='muted'>{len(runs)} run(s) in {where}, newest first; this page refreshes every "
-        f"{REFRESH_SECONDS} s. As JSON: <a href='api/runs'>api/runs</a>.</p>{table}"
+def templates() -> jinja2.Environment:
+    """The dashboard's templates, autoescaped, with :mod:`present`'s formatting as filters."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
+    env.filters.update(
+        when=present.format_when,
+        count=lambda value: present.format_count(value, grouped=True),
+        percent=present.format_percent,
+        text=present.format_text,
+        conf=present.format_conf,
+        holder=present.format_holder,
+        try_row=present.try_row,
+        anchor=quote,
     )
-    return _page("Checkpoints", body, base_href)
+    env.globals.update(
+        percentage=present.percentage,
+        totals=present.run_totals,
+        run_href=run_href,
+        refresh_seconds=REFRESH_SECONDS,
+    )
+    return env
 
 
-def _loader_section(run_id: str, name: str, d: dict[str, Any]) -> str:
-    parts = [f"<h2 id='{quote(name)}'>{escape(name)}</h2>"]
-    if d.get("error"):
-        parts.append(f"<p>Error:</p>{_pre(d['error'])}")
-    holder = d.get("locked_by")
-    if holder:
-        parts.append(
-            f"<p class='muted'>Locked by host {_text(holder.get('host'))} pid {_text(holder.get('pid'))} "
-            f"since {_when(holder.get('since'))} UTC.</p>"
-        )
-    tries = [
-        _tr(
-            [
-                _Num(_num(t.get("try_number"))),
-                _text(t.get("host")),
-                _when(t.get("started_at")),
-                _when(t.get("ended_at")),
-                _state(t.get("outcome") or "running"),
-                _Num(_num(t.get("processed"))),
-                _Num(_num(t.get("skipped"))),
-                _Num(_num(t.get("failed"))),
-            ]
-        )
-        for t in d.get("tries") or []
-    ]
-    if tries:
-        headers = [
-            ">Try",
-            "Host",
-            "Started (UTC)",
-            "Ended (UTC)",
-            "Outcome",
-            ">Processed",
-            ">Skipped",
-            ">Failed",
-        ]
-        parts.append(_table(headers, tries))
-    failures = d.get("last_failures") or []
-    if failures:
-        rows = [
-            _tr(
-                [
-                    f"<code>{escape(str(f['item_id']))}</code>",
-                    _Num(_num(f.get("attempts"))),
-                    _when(f.get("last_failed_at")),
-                    _pre(f.get("error")),
-                ]
-            )
-            for f in failures
-        ]
-        parts.append(f"<p>Last failures ({len(failures)} of {_num(d.get('failed_count'))}):</p>")
-        parts.append(_table(["Item", ">Attempts", "Last failed (UTC)", "Error"], rows))
-    return "".join(parts)
+def runs_page(mgr: CheckpointManager, base_href: str, env: jinja2.Environment | None = None) -> str:
+    """Every run, newest first: a row per run (its loaders' sums) and a row per loader."""
+    page = (env or templates()).get_template("runs.html")
+    return page.render(runs=mgr.list_runs(details=True), where=mgr.checkpoint_dir, base_href=base_href)
 
 
-def run_page(mgr: CheckpointManager, run_id: str, base_href: str) -> str:
+def run_page(
+    mgr: CheckpointManager, run_id: str, base_href: str, env: jinja2.Environment | None = None
+) -> str:
     """One run: its facts, a row per loader, then each loader's tries and last failures."""
-    run = mgr.describe_run(run_id, failures=FAILURES_SHOWN)
-    facts = [
-        ("State", _state(run.get("state"))),
-        ("DAG", _text(run.get("dag_id"))),
-        ("Created (UTC)", _when(run.get("created_at"))),
-        ("Updated (UTC)", _when(run.get("updated_at"))),
-    ]
-    if run.get("completed_at"):
-        facts.append(("Finished (UTC)", _when(run["completed_at"])))
-    if run.get("conf"):
-        facts.append(("Conf", f"<code>{escape(json.dumps(run['conf'], ensure_ascii=False))}</code>"))
-    if run.get("error"):
-        facts.append(("Error", _pre(run["error"])))
-    parts = [
-        f"<p><a href='./'>&larr; all runs</a></p><h1>Run {escape(run_id)}</h1>",
-        "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>",
-    ]
-    loaders: dict[str, Any] = run["loaders"]
-    if not loaders:
-        parts.append("<p>No loaders have recorded progress in this run yet.</p>")
-        return _page(f"Run {run_id}", "".join(parts), base_href)
-    rows = []
-    for name, d in loaders.items():
-        link = f"<a href='{_run_href(run_id)}#{quote(name)}'>{escape(name)}</a>"
-        if d.get("state") == "damaged":
-            rows.append(_tr([link, _state("damaged"), "", "", "", "", "", "", _pre(d.get("error"))]))
-            continue
-        done, total = d.get("processed_count"), d.get("total_items")
-        rows.append(
-            _tr(
-                [
-                    link,
-                    _state(d.get("state")),
-                    _Num(_num(done)),
-                    _Num(_num(total)),
-                    _bar(done, total),
-                    _Num(_num(d.get("failed_count"))),
-                    _Num(_num(d.get("skipped_count"))),
-                    _Num(_num(d.get("rate"))),
-                    _when(d.get("updated_at")),
-                ]
-            )
-        )
-    headers = [
-        "Loader",
-        "State",
-        ">Processed",
-        ">Total",
-        "Progress",
-        ">Failed",
-        ">Skipped",
-        ">Items/s (last try)",
-    ]
-    parts.append(_table([*headers, "Updated (UTC)"], rows))
-    parts += [_loader_section(run_id, n, d) for n, d in loaders.items() if d.get("state") != "damaged"]
-    return _page(f"Run {run_id}", "".join(parts), base_href)
+    page = (env or templates()).get_template("run.html")
+    return page.render(run=mgr.describe_run(run_id, failures=FAILURES_SHOWN), base_href=base_href)
+
+
+# --- the app -------------------------------------------------------------------------------------
 
 
 def create_app(base: Any = None) -> Any:
@@ -295,13 +219,12 @@ def create_app(base: Any = None) -> Any:
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.responses import HTMLResponse
 
-    dependencies = [Depends(requires_access_dag(method="GET"))]
-
     app = FastAPI(
         title="tk-neo4j-airflow checkpoints",
         description="Item-level checkpoints of the tk_ingest loaders (read only).",
-        dependencies=dependencies,
+        dependencies=[Depends(requires_access_dag(method="GET"))],
     )
+    env = templates()  # one per app: templates compile once
 
     def manager() -> CheckpointManager:
         return CheckpointManager(base)
@@ -315,23 +238,25 @@ def create_app(base: Any = None) -> Any:
 
     @app.get("/", response_class=HTMLResponse)
     def runs_html(request: Request) -> str:
-        return runs_page(manager(), base_href(request))
+        return runs_page(manager(), base_href(request), env)
 
     @app.get("/runs/{run_id}", response_class=HTMLResponse)
     def run_html(run_id: str, request: Request) -> str:
         try:
-            return run_page(manager(), run_id, base_href(request))
+            return run_page(manager(), run_id, base_href(request), env)
         except (RunNotFoundError, InvalidNameError) as e:
             raise not_found(e) from None
 
-    @app.get("/api/runs")
+    # exclude_unset: a field the engine did not report stays out of the answer (as in the CLI's JSON)
+    # instead of appearing as null.
+    @app.get("/api/runs", response_model=list[RunEntry], response_model_exclude_unset=True)
     def runs_json() -> list[dict[str, Any]]:
-        return json.loads(json.dumps(manager().list_runs(details=True), default=str))
+        return manager().list_runs(details=True)
 
-    @app.get("/api/runs/{run_id}")
+    @app.get("/api/runs/{run_id}", response_model=RunDetail, response_model_exclude_unset=True)
     def run_json(run_id: str, failures: int = FAILURES_SHOWN) -> dict[str, Any]:
         try:
-            return json.loads(json.dumps(manager().describe_run(run_id, failures=failures), default=str))
+            return manager().describe_run(run_id, failures=failures)
         except (RunNotFoundError, InvalidNameError) as e:
             raise not_found(e) from None
 
