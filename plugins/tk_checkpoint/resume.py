@@ -20,10 +20,15 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import requests
+
+if TYPE_CHECKING:
+    import argparse
+
+    from .manager import CheckpointManager
 
 DEFAULT_API_URL = "http://localhost:8080"
 
@@ -127,7 +132,7 @@ EXIT_AIRFLOW = 4
 
 
 def resume_run(
-    mgr: Any, run_id: str | None, api: AirflowApi, default_dag_id: str = "tk_ingest"
+    mgr: CheckpointManager, run_id: str | None, api: AirflowApi, default_dag_id: str = "tk_ingest"
 ) -> ResumeResult | None:
     """Clear the failed tasks of ``run_id`` (or of the latest unfinished run); None when there is none.
 
@@ -144,7 +149,7 @@ def resume_run(
     return ResumeResult(run_id=run_id, dag_id=dag_id, cleared=cleared)
 
 
-def cmd_resume(args: Any, mgr: Any) -> int:
+def cmd_resume(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     """Clear the failed and upstream-failed tasks of the latest unfinished run (or --run-id) in Airflow.
 
     The cleared tasks run again in the same DAG run and skip the items their checkpoints hold.
