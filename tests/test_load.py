@@ -36,14 +36,17 @@ from tests.loader_fixtures import (
 
 @pytest.fixture
 def load_log(caplog):
-    """The loop's log lines, also once Airflow's logging (structlog, no propagation) is configured."""
-    logger = logging.getLogger("include.loaders.load")
-    logger.addHandler(caplog.handler)
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
+    """The load path's log lines (the loop's and its writer's), also once Airflow's logging (structlog,
+    no propagation) is configured."""
+    loggers = [logging.getLogger(name) for name in ("include.loaders.load", "include.loaders.flow")]
+    old_levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+        logger.setLevel(logging.INFO)
     yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(old_level)
+    for logger, old_level in zip(loggers, old_levels, strict=True):
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(old_level)
 
 
 def _count(driver, query: str, **params) -> int:
