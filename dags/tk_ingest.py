@@ -31,140 +31,145 @@ Settings (environment): `TK_API_BASE_URL`, `TK_API_PROFILE`, `TK_CHECKPOINT_BASE
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, dag, get_current_context, task
 
 from include.loaders import pipeline
-from include.loaders.entities import ENTITIES
-
-# One loader task per entry of the entity table (a new entity there is a new task here).
-ENTITY_NAMES = list(ENTITIES)
+from include.loaders.entities import ENTITIES, Entity
 
 DATE_OR_NULL = {"type": ["null", "string"], "format": "date"}
 
 
-@dag(
-    dag_id="tk_ingest",
-    # A data-interval timetable: each daily run covers [previous midnight, midnight) UTC. (Airflow 3's
-    # plain "@daily" gives runs a zero-length interval, which would load nothing.)
-    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
-    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    doc_md=__doc__,
-    tags=["tweede-kamer", "neo4j"],
-    default_args={
-        "owner": "tk-neo4j-airflow",
-        "retries": int(os.environ.get("TK_TASK_RETRIES", "3")),
-        "retry_delay": timedelta(seconds=float(os.environ.get("TK_TASK_RETRY_DELAY_SECONDS", "60"))),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=30),
-    },
-    params={
-        "start_date": Param(
-            None,
-            **DATE_OR_NULL,
-            title="Start date",
-            description="First day to load (YYYY-MM-DD, by ApiGewijzigdOp). Empty: the data interval.",
-        ),
-        "end_date": Param(
-            None,
-            **DATE_OR_NULL,
-            title="End date",
-            description="Day after the last one to load (exclusive, YYYY-MM-DD). Empty: now.",
-        ),
-        "entities": Param(
-            ENTITY_NAMES,
-            type="array",
-            items={"type": "string", "enum": ENTITY_NAMES},
-            minItems=1,
-            uniqueItems=True,
-            title="Entities",
-            description="Which loaders run.",
-        ),
-        "window_days": Param(
-            pipeline.DEFAULT_WINDOW_DAYS,
-            type="integer",
-            minimum=1,
-            maximum=36600,
-            title="Window size (days)",
-            description=(
-                "A backfill is split into (its length / window_days) sub-windows per entity, loaded in "
-                "parallel; their boundaries are placed so each holds about as many changed items."
+def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_ingest") -> DAG:
+    """The ingest DAG for an entity table: one plan and one loader task per entry (a new entry there is
+    a new task here). The module's DAG is built from ``ENTITIES``; tests pass a copy of the table."""
+    names = list(entities)
+
+    @dag(
+        dag_id=dag_id,
+        # A data-interval timetable: each daily run covers [previous midnight, midnight) UTC. (Airflow 3's
+        # plain "@daily" gives runs a zero-length interval, which would load nothing.)
+        schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+        start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        doc_md=__doc__,
+        tags=["tweede-kamer", "neo4j"],
+        default_args={
+            "owner": "tk-neo4j-airflow",
+            "retries": int(os.environ.get("TK_TASK_RETRIES", "3")),
+            "retry_delay": timedelta(seconds=float(os.environ.get("TK_TASK_RETRY_DELAY_SECONDS", "60"))),
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=30),
+        },
+        params={
+            "start_date": Param(
+                None,
+                **DATE_OR_NULL,
+                title="Start date",
+                description="First day to load (YYYY-MM-DD, by ApiGewijzigdOp). Empty: the data interval.",
             ),
-        ),
-        "batch_size": Param(
-            500,
-            type="integer",
-            minimum=1,
-            maximum=10000,
-            description="Items per Neo4j transaction.",
-        ),
-        "fail_on_item_errors": Param(
-            True,
-            type="boolean",
-            description="Fail a loader task when items still fail after retries (so Airflow retries it).",
-        ),
-        "cleanup_keep": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            description="When set, keep only this many most recent checkpoint runs (maintenance).",
-        ),
-    },
-)
-def tk_ingest():
-    @task(retries=1)
-    def setup() -> dict[str, str]:
-        ctx = get_current_context()
-        dag_run = ctx["dag_run"]
-        return pipeline.prepare_run(
-            dag_id=dag_run.dag_id,
-            run_id=dag_run.run_id,
-            conf=dag_run.conf or {},
-            params=ctx["params"],
-            data_interval_start=ctx.get("data_interval_start"),
-            data_interval_end=ctx.get("data_interval_end"),
-            now=pendulum.now("UTC"),
-        )
+            "end_date": Param(
+                None,
+                **DATE_OR_NULL,
+                title="End date",
+                description="Day after the last one to load (exclusive, YYYY-MM-DD). Empty: now.",
+            ),
+            "entities": Param(
+                names,
+                type="array",
+                items={"type": "string", "enum": names},
+                minItems=1,
+                uniqueItems=True,
+                title="Entities",
+                description="Which loaders run.",
+            ),
+            "window_days": Param(
+                pipeline.DEFAULT_WINDOW_DAYS,
+                type="integer",
+                minimum=1,
+                maximum=36600,
+                title="Window size (days)",
+                description=(
+                    "A backfill is split into (its length / window_days) sub-windows per entity, loaded in "
+                    "parallel; their boundaries are placed so each holds about as many changed items."
+                ),
+            ),
+            "batch_size": Param(
+                500,
+                type="integer",
+                minimum=1,
+                maximum=10000,
+                description="Items per Neo4j transaction.",
+            ),
+            "fail_on_item_errors": Param(
+                True,
+                type="boolean",
+                description="Fail a loader task when items still fail after retries (so Airflow retries it).",
+            ),
+            "cleanup_keep": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="When set, keep only this many most recent checkpoint runs (maintenance).",
+            ),
+        },
+    )
+    def tk_ingest():
+        @task(retries=1)
+        def setup() -> dict[str, str]:
+            ctx = get_current_context()
+            dag_run = ctx["dag_run"]
+            return pipeline.prepare_run(
+                dag_id=dag_run.dag_id,
+                run_id=dag_run.run_id,
+                conf=dag_run.conf or {},
+                params=ctx["params"],
+                data_interval_start=ctx.get("data_interval_start"),
+                data_interval_end=ctx.get("data_interval_end"),
+                now=pendulum.now("UTC"),
+            )
 
-    @task
-    def plan(entity: str, window: dict[str, str]) -> list[dict[str, str]]:
-        """This entity's sub-windows (none when the run leaves the entity out)."""
-        return pipeline.plan_entity(entity, window, get_current_context()["params"])
+        @task
+        def plan(entity: str, window: dict[str, str]) -> list[dict[str, str]]:
+            """This entity's sub-windows (none when the run leaves the entity out)."""
+            return pipeline.plan_entity(entity, window, get_current_context()["params"])
 
-    @task
-    def load(entity: str, window: dict[str, str]) -> dict:
-        ctx = get_current_context()
-        ti = ctx["ti"]
-        return pipeline.run_loader(
-            entity=entity,
-            window=window,
-            run_id=ctx["dag_run"].run_id,
-            dag_id=ti.dag_id,
-            task_id=ti.task_id,
-            map_index=ti.map_index,
-            try_number=ti.try_number,
-            params=ctx["params"],
-        )
+        @task
+        def load(entity: str, window: dict[str, str]) -> dict:
+            ctx = get_current_context()
+            ti = ctx["ti"]
+            return pipeline.run_loader(
+                entity=entity,
+                window=window,
+                run_id=ctx["dag_run"].run_id,
+                dag_id=ti.dag_id,
+                task_id=ti.task_id,
+                map_index=ti.map_index,
+                try_number=ti.try_number,
+                params=ctx["params"],
+            )
 
-    @task
-    def cleanup() -> None:
-        """Optional maintenance: keep the newest `cleanup_keep` checkpoint runs (skipped when unset)."""
-        from airflow.exceptions import AirflowSkipException
+        @task
+        def cleanup() -> None:
+            """Optional maintenance: keep the newest `cleanup_keep` checkpoint runs (skipped when unset)."""
+            from airflow.exceptions import AirflowSkipException
 
-        keep = get_current_context()["params"].get("cleanup_keep")
-        if not keep:
-            raise AirflowSkipException("cleanup_keep is not set")
-        pipeline.checkpoint_manager().cleanup_old_runs(keep=int(keep))
+            keep = get_current_context()["params"].get("cleanup_keep")
+            if not keep:
+                raise AirflowSkipException("cleanup_keep is not set")
+            pipeline.checkpoint_manager().cleanup_old_runs(keep=int(keep))
 
-    window = setup()
-    for entity, spec in ENTITIES.items():
-        windows = plan.override(task_id=f"plan_{spec.loader.removeprefix('load_')}")(entity, window)
-        load.override(task_id=spec.loader).partial(entity=entity).expand(window=windows)
-    window >> cleanup()
+        window = setup()
+        for entity, spec in entities.items():
+            windows = plan.override(task_id=f"plan_{spec.loader.removeprefix('load_')}")(entity, window)
+            load.override(task_id=spec.loader).partial(entity=entity).expand(window=windows)
+        window >> cleanup()
+
+    return tk_ingest()
 
 
-tk_ingest()
+tk_ingest_dag = build_dag()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from include.loaders.entities import ENTITIES
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.faults import FaultConfig
 from include.tk_replay.server import ReplayServer
@@ -26,15 +27,8 @@ from tests.conftest import ROOT
 from tests.loader_fixtures import expected_edges, graph_edges
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
-# the original tool's loader names, one Airflow task each (Verslag is the sixth entity of the table)
-LOADERS = (
-    "load_zaken",
-    "load_documents",
-    "load_vergaderingen",
-    "load_agendapunten",
-    "load_activiteiten",
-    "load_verslagen",
-)
+# one Airflow task per entry of the entity table, named by its loader (the original tool's names)
+LOADERS = tuple(e.loader for e in ENTITIES.values())
 
 
 def first_day(ds: Dataset) -> str:
@@ -94,7 +88,7 @@ def test_dags_test_builds_the_graph(airflow_db, neo4j_empty, server, dataset, tm
     edges = graph_edges(neo4j_empty)
     assert len(edges) == len(set(edges)), "duplicate relationships"
     assert set(edges) == expected_edges(dataset)
-    for label in ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit", "Verslag"):
+    for label in ENTITIES:
         records = neo4j_empty.execute_query(f"MATCH (n:{label}) RETURN count(n) AS c").records
         assert records[0]["c"] == len(dataset.live_ids(label)), label
 

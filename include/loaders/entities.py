@@ -310,18 +310,19 @@ ENTITIES: Mapping[str, Entity] = check_table(
                 },
                 relationships=(
                     Relationship("HAS_DOCUMENT", "Document", navigation="Document",
-                                 doc="the documents of the case"),
+                                 doc="the documents of the case (m:n)"),
                     Relationship("ON_AGENDA_ITEM", "Agendapunt", navigation="Agendapunt",
-                                 doc="the case is on this agenda item"),
+                                 doc="the case is on this agenda item (m:n)"),
                     Relationship("DISCUSSED_IN", "Activiteit", navigation="Activiteit",
-                                 doc="an activity about the case (a manual, content-based link, #49)"),
+                                 doc="an activity about the case (m:n; a manual, content-based link, "
+                                     "API issue #49)"),
                 ),
             ),
             Entity(
                 name="Document",
                 core=True,
                 loader="load_documents",
-                doc="A parliamentary document; the file itself is at Document(<id>)/resource.",
+                doc="A parliamentary document (the file is at `Document(<id>)/resource`).",
                 properties={
                     "Soort": T, "DocumentNummer": T, "Titel": T, "Onderwerp": T, "Datum": DT,
                     "Vergaderjaar": T, "Kamer": N, "Volgnummer": N_OPT, "Citeertitel": T, "Alias": T,
@@ -330,23 +331,24 @@ ENTITIES: Mapping[str, Entity] = check_table(
                 },
                 relationships=(
                     Relationship("FOR_ACTIVITY", "Activiteit", navigation="Activiteit",
-                                 doc="the document belongs to this activity"),
+                                 doc="the document belongs to this activity (m:n)"),
                     Relationship("FOR_AGENDA_ITEM", "Agendapunt", navigation="Agendapunt",
-                                 doc="the document belongs to this agenda item"),
+                                 doc="the document belongs to this agenda item (m:n)"),
                 ),
             ),
             Entity(
                 name="Vergadering",
                 core=True,
                 loader="load_vergaderingen",
-                doc="A sitting. The API has no link to Activiteit (#95); its reports (Verslag) are linked.",
+                doc="A sitting (plenary or committee); the API has no link to Activiteit (#95).",
                 properties={
                     "Soort": T, "Titel": T, "Zaal": T, "Vergaderjaar": T, "VergaderingNummer": N,
                     "Datum": DT, "Aanvangstijd": DT, "Sluiting": DT, "Kamer": T,
                 },
                 relationships=(
                     Relationship("HAS_REPORT", "Verslag", navigation="Verslag",
-                                 doc="the (VLOS) reports of the sitting"),
+                                 doc="the (VLOS) reports of the sitting (1:n, the reverse of "
+                                     "Verslag.Vergadering_Id)"),
                 ),
             ),
             Entity(
@@ -381,7 +383,7 @@ ENTITIES: Mapping[str, Entity] = check_table(
             Entity(
                 name="Verslag",
                 loader="load_verslagen",
-                doc="A (VLOS) report of a Vergadering; its edge HAS_REPORT is owned by Vergadering.",
+                doc="A (VLOS) report of a sitting; its edge HAS_REPORT is owned by Vergadering.",
                 properties={"Soort": T, "Status": T, "ContentType": T, "ContentLength": N},
             ),
         )
