@@ -101,6 +101,27 @@ def test_retry_after_is_honoured():
     assert sum(1 for s in sleeps if s >= 3) == throttled  # each 429 waited its Retry-After
 
 
+def test_retry_after_is_capped_and_other_waits_stay_within_the_backoff_cap():
+    ds = Dataset.generate(800, seed=1, sets=("Zaak",))
+    sleeps: list[float] = []
+    faults = FaultConfig(seed=2, throttle_rate=0.5, retry_after=30)
+    with ReplayServer(ds, faults=faults) as srv:
+        settings = ApiSettings(base_url=srv.url, **{**FAST, "retry_after_max": 0.05})
+        with TKClient(settings, sleep=sleeps.append) as client:
+            assert len(list(client.iter_entities("Zaak"))) == 800
+        throttled = srv.stats()["faults"]["throttle"]
+    assert len(sleeps) == throttled >= 1
+    assert all(s == 0.05 for s in sleeps)  # Retry-After: 30, capped at retry_after_max
+
+    sleeps.clear()
+    with ReplayServer(ds, faults=FaultConfig(seed=2, error_rate=0.5)) as srv:
+        with TKClient(ApiSettings(base_url=srv.url, **FAST), sleep=sleeps.append) as client:
+            assert len(list(client.iter_entities("Zaak"))) == 800
+        errors = srv.stats()["faults"]["error"]
+    assert len(sleeps) == errors >= 1
+    assert all(0 <= s <= FAST["backoff_max"] for s in sleeps)  # no Retry-After: jittered backoff, capped
+
+
 def test_gives_up_after_max_retries_naming_the_url():
     with ReplayServer(
         Dataset.generate(10, seed=1, sets=("Zaak",)), faults=FaultConfig(error_rate=1.0)

@@ -1,29 +1,37 @@
 """TK OData client: API profiles, a ``$metadata`` check, streaming pages over a window, retries.
 
-    client = TKClient(ApiSettings.from_env())
-    client.check_metadata({"Zaak": EntityRequirement(properties=["Id", "Nummer"], navigations=["Document"])})
-    for page in client.iter_pages("Zaak", start, end, select=["Id", "Nummer"], expand=["Document"]):
-        ...  # one list of canonical-named dicts per server page
+    with TKClient(ApiSettings.from_env()) as client:
+        client.check_metadata({"Zaak": EntityRequirement(properties=["Id"], navigations=["Document"])})
+        for page in client.iter_pages("Zaak", start, end, select=["Id", "Nummer"], expand=["Document"]):
+            ...  # one list of canonical-named dicts per server page
 
 Paging is server-driven: the first request carries no ``$top`` and no ``$skip``, every next request is the
 server's ``@odata.nextLink`` verbatim (``$skiptoken=Id-<guid>``), so memory is one page whatever the
 result size. Windows are half-open ``[start, end)`` on ``ApiGewijzigdOp``; tombstones (``Verwijderd:
-true``) pass through, because a delta that filtered them out would never see a deletion.
+true``) pass through, because a delta that filtered them out would never see a deletion. Retries are
+tenacity's (see :class:`TKClient`), honouring the server's ``Retry-After``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NoReturn, cast
 from urllib.parse import quote
 
 import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+from tenacity.wait import wait_base
 
 from include.loaders.api_metadata import (
     EntityRequirement,
@@ -146,7 +154,13 @@ class TKClient:
         settings: base URL, profile, timeouts and retry policy; ``ApiSettings.from_env()`` when None.
         session: a ``requests.Session`` to use (the client creates and owns one when None).
         sleep: how to wait between retries (tests pass a recorder).
-        rng: the jitter source (tests pass a seeded ``random.Random``).
+
+    Retries (tenacity): 5xx, 429, timeouts, broken connections and bodies are retried up to
+    ``settings.max_retries`` times, waiting exponential backoff with full jitter (capped at
+    ``backoff_max``) or the server's ``Retry-After`` when it is longer (capped at ``retry_after_max``);
+    each retry logs one WARNING line. Other 4xx fail at once.
+
+    Use it as a context manager (``with TKClient(...) as client:``) so that the HTTP session is closed.
     """
 
     def __init__(
@@ -155,7 +169,6 @@ class TKClient:
         session: requests.Session | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
-        rng: random.Random | None = None,
     ):
         self.settings = settings or ApiSettings.from_env()
         self.profile: ApiProfile = self.settings.api_profile
@@ -164,8 +177,19 @@ class TKClient:
         self._session = session or requests.Session()
         self._session.headers.setdefault("User-Agent", self.settings.user_agent)
         self._session.headers["Accept"] = "application/json"
-        self._sleep = sleep
-        self._rng = rng or random.Random()
+        s = self.settings
+        # One controller per client: tenacity keeps its per-call state thread-locally, so threads that
+        # share the client (plan_entity's concurrent $count queries) do not disturb each other.
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=stop_after_attempt(s.max_retries + 1),
+            wait=_WaitRetryAfter(
+                wait_random_exponential(multiplier=s.backoff_base, max=s.backoff_max), s.retry_after_max
+            ),
+            sleep=sleep,
+            before_sleep=self._log_retry,
+            retry_error_callback=self._give_up,
+        )
         self._schema: ODataSchema | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -175,6 +199,7 @@ class TKClient:
             self._session.close()
 
     def __enter__(self) -> TKClient:
+        """The client itself; leaving the ``with`` block closes it."""
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -313,65 +338,104 @@ class TKClient:
     def _get_json(self, url: str) -> Any:
         return self._get(url, parse_json=True)
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        s = self.settings
-        delay = self._rng.uniform(0, min(s.backoff_max, s.backoff_base * 2 ** (attempt - 1)))
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, s.retry_after_max))
-        return delay
-
     def _get(self, url: str, *, parse_json: bool = False, accept: str | None = None) -> Any:
         """GET ``url``; retry what is worth retrying; the response (or its JSON when ``parse_json``)."""
+        return self._retrying(self._attempt, url, parse_json, {"Accept": accept} if accept else None)
+
+    def _attempt(self, url: str, parse_json: bool, headers: dict[str, str] | None) -> Any:
+        """One GET: the answer, :class:`_Retryable` when another try may succeed, ApiError when not."""
         s = self.settings
-        headers = {"Accept": accept} if accept else None
-        attempt = 0
-        while True:
-            attempt += 1
-            retry_after: float | None = None
-            status: int | None = None
+        try:
+            resp = self._session.get(url, timeout=(s.connect_timeout, s.read_timeout), headers=headers)
+        except requests.Timeout as e:
+            raise _Retryable(f"timeout ({type(e).__name__})") from e
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+            raise _Retryable(f"connection error or truncated body ({type(e).__name__}: {e})") from e
+        except requests.exceptions.ContentDecodingError as e:
+            raise _Retryable(f"undecodable body ({e})") from e
+        status = resp.status_code
+        if status == 200:
+            if not parse_json:
+                return resp
             try:
-                resp = self._session.get(url, timeout=(s.connect_timeout, s.read_timeout), headers=headers)
-            except requests.Timeout as e:
-                reason = f"timeout ({type(e).__name__})"
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
-                reason = f"connection error or truncated body ({type(e).__name__}: {e})"
-            except requests.exceptions.ContentDecodingError as e:
-                reason = f"undecodable body ({e})"
-            else:
-                status = resp.status_code
-                if status == 200:
-                    if not parse_json:
-                        return resp
-                    try:
-                        return json.loads(resp.content)
-                    except ValueError as e:
-                        reason = f"malformed or truncated JSON ({e})"
-                elif status == 429 or status >= 500:
-                    retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
-                    reason = f"HTTP {status}: {_odata_message(resp)}"
-                else:
-                    msg = _odata_message(resp)
-                    raise ApiError(
-                        f"TK API refused {url} with HTTP {status}: {msg}. A 4xx means the query is wrong "
-                        "for this API version (check TK_API_PROFILE and the entity table); not retried.",
-                        url,
-                        status,
-                        msg,
-                    )
-            if attempt > s.max_retries:
-                raise ApiError(
-                    f"TK API request failed {attempt} time(s), giving up: {url}: {reason}. "
-                    "The API may be down; retry the task later or raise TK_API_MAX_RETRIES.",
-                    url,
-                    status,
-                )
-            delay = self._backoff(attempt, retry_after)
-            log.warning(
-                "TK API request failed (attempt %d/%d): %s: %s; retrying in %.2f s",
-                attempt,
-                s.max_retries + 1,
-                url,
-                reason,
-                delay,
+                return json.loads(resp.content)
+            except ValueError as e:
+                raise _Retryable(f"malformed or truncated JSON ({e})", status) from e
+        if status == 429 or status >= 500:
+            raise _Retryable(
+                f"HTTP {status}: {_odata_message(resp)}",
+                status,
+                _retry_after_seconds(resp.headers.get("Retry-After")),
             )
-            self._sleep(delay)
+        msg = _odata_message(resp)
+        raise ApiError(
+            f"TK API refused {url} with HTTP {status}: {msg}. A 4xx means the query is wrong "
+            "for this API version (check TK_API_PROFILE and the entity table); not retried.",
+            url,
+            status,
+            msg,
+        )
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        """tenacity's ``before_sleep``: one WARNING line per retry, with the reason and the wait."""
+        failure = _failure(state)
+        log.warning(
+            "TK API request failed (attempt %d/%d): %s: %s; retrying in %.2f s",
+            state.attempt_number,
+            self.settings.max_retries + 1,
+            state.args[0],
+            failure.reason,
+            state.upcoming_sleep,
+        )
+
+    def _give_up(self, state: RetryCallState) -> NoReturn:
+        """tenacity's ``retry_error_callback``: the last failure as an ApiError naming the URL."""
+        failure = _failure(state)
+        url = state.args[0]
+        raise ApiError(
+            f"TK API request failed {state.attempt_number} time(s), giving up: {url}: {failure.reason}. "
+            "The API may be down; retry the task later or raise TK_API_MAX_RETRIES.",
+            url,
+            failure.status,
+        ) from failure
+
+
+class _Retryable(Exception):
+    """One request failed in a way another try may fix: 5xx, 429, timeout, broken connection or body.
+
+    Attributes:
+        reason: what went wrong, for the log line and the final error.
+        status: the HTTP status, or None when no response came.
+        retry_after: the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    def __init__(self, reason: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _failure(state: RetryCallState) -> _Retryable:
+    """The :class:`_Retryable` of the attempt that just failed (the retry predicate admits no other)."""
+    return cast(_Retryable, state.outcome.exception() if state.outcome is not None else None)
+
+
+class _WaitRetryAfter(wait_base):
+    """Wait at least what the server's ``Retry-After`` asked (capped at ``cap``), else ``backoff``.
+
+    The backoff (exponential with full jitter) stays the floor even when the server names a time:
+    ``Retry-After: 0`` from many clients at once must not turn into a synchronised stampede.
+    """
+
+    def __init__(self, backoff: wait_base, cap: float):
+        self.backoff = backoff
+        self.cap = cap
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        delay = self.backoff(retry_state)
+        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        hint = getattr(exc, "retry_after", None)
+        if hint is not None:
+            delay = max(delay, min(hint, self.cap))
+        return delay
