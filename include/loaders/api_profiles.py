@@ -58,11 +58,6 @@ class ApiProfile:
         """Profile name -> canonical name for ``entity_type`` (only the names that differ)."""
         return {v: k for k, v in self.renames_for(entity_type).items()}
 
-    @property
-    def is_identity(self) -> bool:
-        """True when this profile renames nothing (responses need no mapping)."""
-        return not any(self.renames.values())
-
 
 PROFILES: Mapping[str, ApiProfile] = MappingProxyType(
     {
