@@ -137,7 +137,7 @@ class _Clock:
         return self.start + self.span - self.rng.randrange(2 * 86400 * _TICKS)
 
 
-def _date(ticks: int, rng: random.Random) -> str:
+def _calendar_day(rng: random.Random, ticks: int) -> str:
     dt = datetime.fromtimestamp(ticks / _TICKS, UTC) - timedelta(days=rng.randrange(0, 20000))
     return dt.date().isoformat()
 
@@ -149,7 +149,7 @@ _KIND_VALUES: dict[Kind, Callable[[random.Random, int], Any]] = {
     Kind.INT_OPT: lambda rng, ticks: rng.randrange(1, 1000) if rng.random() < 0.8 else -1,
     Kind.BOOL: lambda rng, ticks: rng.random() < 0.5,
     Kind.DATETIME: lambda rng, ticks: _day(ticks, rng, rng.randrange(0, 60)),
-    Kind.DATE: _date,
+    Kind.DATE: _calendar_day,
 }
 
 

@@ -1,0 +1,260 @@
+"""The entity table is the only list of entities (issue 9, deliverable 4).
+
+* one new entry in a COPY of the table (``Besluit``, with a foreign key to ``Agendapunt`` and an
+  ``Edm.Date`` property) gets its DAG task, its constraint, its ``$metadata`` requirement, a replay-server
+  entity set, generated rows and graph-model rows, and loads into Neo4j, without any other edit;
+* a property whose kind disagrees with ``$metadata`` (the table says DATETIME, ``$metadata`` says
+  ``Edm.Date``) fails ``setup`` with a message naming the entity, the property and both types;
+* ``docs/graph-model.md`` holds exactly the tables generated from the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import UTC, datetime
+
+import pytest
+import requests
+from neo4j.time import Date
+
+from dags.tk_ingest import build_dag
+from include.loaders import pipeline
+from include.loaders.api import MetadataMismatch
+from include.loaders.api_metadata import ODataSchema, check_requirements
+from include.loaders.api_profiles import PROFILES
+from include.loaders.entities import (
+    ENTITIES,
+    Entity,
+    Kind,
+    Relationship,
+    all_labels,
+    requirements,
+    table_with,
+)
+from include.loaders.graph import ItemDataError, prepare_item, upsert_query
+from include.loaders.graph_model import DOC, graph_model_tables, render
+from include.loaders.load import load_entity
+from include.tk_replay.dataset import DATA_DIR, METADATA_FILE, Dataset
+from include.tk_replay.generator import kind_value
+from include.tk_replay.schema import table_metadata
+from tests.loader_fixtures import expected_edges, make_client, replay
+
+# One entry, in a copy of the table. ``BesluitDatum`` is not in the real API: it stands for any
+# Edm.Date property (Persoon.Geboortedatum is one), so the overlay of the replay server declares it.
+BESLUIT = Entity(
+    name="Besluit",
+    loader="load_besluiten",
+    doc="A decision taken on an agenda item.",
+    properties={
+        "BesluitSoort": Kind.TEXT,
+        "BesluitTekst": Kind.TEXT,
+        "Status": Kind.TEXT,
+        "Opmerking": Kind.TEXT,
+        "AgendapuntZaakBesluitVolgorde": Kind.INT,
+        "BesluitDatum": Kind.DATE,
+    },
+    relationships=(
+        Relationship(
+            "DECIDED_ON", "Agendapunt", foreign_key="Agendapunt_Id", doc="the agenda item of the decision"
+        ),
+    ),
+)
+TABLE = table_with(BESLUIT)
+REAL_METADATA = (DATA_DIR / METADATA_FILE).read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def besluit_data() -> Dataset:
+    return Dataset.generate(300, seed=9, entities=TABLE)
+
+
+# -- the table itself -----------------------------------------------------------------------------------
+
+
+def test_the_copy_leaves_the_table_alone():
+    assert "Besluit" in TABLE and "Besluit" not in ENTITIES
+    assert list(TABLE)[: len(ENTITIES)] == list(ENTITIES)
+    with pytest.raises(TypeError):
+        ENTITIES["Besluit"] = BESLUIT  # type: ignore[index]  # the table is read-only
+    with pytest.raises(ValueError, match="PART_OF is owned by both Agendapunt and Besluit"):
+        table_with(dataclasses.replace(BESLUIT, relationships=(ENTITIES["Agendapunt"].relationships)))
+    # the original tool's loader names (the DAG's task ids and the checkpoint names)
+    loaders = {e.loader for e in ENTITIES.values()}
+    assert {"load_zaken", "load_documents", "load_vergaderingen", "load_agendapunten"} <= loaders
+    assert {"load_activiteiten", "load_verslagen"} <= loaders
+
+
+def test_the_table_agrees_with_the_real_metadata_names_and_types():
+    assert table_metadata(REAL_METADATA, ENTITIES) == REAL_METADATA  # the overlay adds nothing
+    schema = ODataSchema.from_xml(REAL_METADATA)
+    assert check_requirements(schema, requirements(ENTITIES), PROFILES["v4/2.0"]).problems == []
+    assert schema.entity_sets["Persoon"].properties["Geboortedatum"] == Kind.DATE.edm
+
+
+def test_each_kind_is_one_row():
+    for kind in Kind:
+        spec = kind.spec
+        assert spec.edm.startswith("Edm.") and spec.neo4j.isupper()
+        kind_value(kind, random.Random(1), 17_000_000_000_000_000)  # the generator has values of it
+    assert (Kind.DATE.edm, Kind.DATE.spec.neo4j, Kind.DATE.spec.cypher) == ("Edm.Date", "DATE", "date")
+    besluit = prepare_item(BESLUIT, {"Id": "B1", "BesluitDatum": "2025-03-19", "Agendapunt_Id": "P1"})
+    assert besluit.temporals["besluitDatum"] == "2025-03-19" and besluit.rels == {"DECIDED_ON": ["p1"]}
+    assert "n.`besluitDatum` = date(row.t.`besluitDatum`)" in upsert_query(BESLUIT)
+    assert prepare_item(BESLUIT, {"Id": "B1", "BesluitDatum": "0001-01-01"}).temporals["besluitDatum"] is None
+    for bad in ("2025-13-45", "2025-03-19T00:00:00Z", 20250319):
+        with pytest.raises(ItemDataError, match=rf"Besluit b2: BesluitDatum={bad!r} is not"):
+            prepare_item(BESLUIT, {"Id": "B2", "BesluitDatum": bad})
+
+
+def test_docs_graph_model_holds_exactly_the_generated_tables():
+    text = DOC.read_text(encoding="utf-8")
+    assert render(text) == text, "run: python -m include.loaders.graph_model"
+    for table in graph_model_tables().values():
+        assert table in text
+
+
+# -- one entry: everything follows ----------------------------------------------------------------------
+
+
+def test_a_new_entry_gets_its_dag_task_constraint_label_and_requirement():
+    dag = build_dag(TABLE, dag_id="tk_ingest_with_besluit")
+    tasks = {t.task_id: t for t in dag.tasks}
+    assert {"plan_besluiten", "load_besluiten"} <= set(tasks)
+    assert [u.task_id for u in tasks["load_besluiten"].upstream_list] == ["plan_besluiten"]
+    assert "Besluit" in dag.params["entities"]
+    assert "load_besluiten" not in {t.task_id for t in build_dag().tasks}  # the table is untouched
+
+    assert "Besluit" in all_labels(TABLE.values()) and "Besluit" not in all_labels()
+
+    req = requirements(["Besluit"], TABLE)["Besluit"]
+    assert "Agendapunt_Id" in req.properties and "BesluitDatum" in req.properties
+    assert req.types["BesluitDatum"] == "Edm.Date" and req.types["Agendapunt_Id"] == "Edm.Guid"
+    assert req.types["ApiGewijzigdOp"] == "Edm.DateTimeOffset"
+
+
+def test_a_new_entry_gets_graph_model_rows():
+    tables = graph_model_tables(TABLE)
+    assert (
+        "| `:Besluit` | `Besluit` | `load_besluiten` | a decision taken on an agenda item |"
+        in tables["nodes"]
+    )
+    header, _, *rows = [
+        [c.strip() for c in line.strip("|").split("|")] for line in tables["properties"].splitlines()
+    ]
+    row = next(r for r in rows if r[0] == "`:Besluit`")
+    assert row[header.index("DATE")] == "`besluitDatum`"
+    assert "`agendapuntZaakBesluitVolgorde`" in row[header.index("INTEGER")]
+    assert (
+        "| `DECIDED_ON` | `(:Besluit)-[:DECIDED_ON]->(:Agendapunt)` "
+        "| foreign key `Besluit.Agendapunt_Id` (n:1) | `load_besluiten` |"
+    ) in tables["relationships"]
+    assert "Besluit" not in graph_model_tables()["nodes"]
+
+
+def test_a_new_entry_gets_generated_rows_and_a_replay_entity_set(besluit_data):
+    ds = besluit_data
+    rows = ds.rows["Besluit"]
+    assert len(rows) == 300
+    live_agendapunten = set(ds.live_ids("Agendapunt"))
+    live = [r for r in rows.values() if not r["Verwijderd"]]
+    assert 0.7 < len(live) / 300 < 0.9
+    assert all(r["Agendapunt_Id"] in live_agendapunten for r in live)  # the foreign key, to live rows
+    assert all(isinstance(r["BesluitDatum"], str) and len(r["BesluitDatum"]) == 10 for r in live)
+    assert {t for t, _, _ in expected_edges(ds)} >= {"DECIDED_ON", "PART_OF", "HAS_DOCUMENT"}
+
+    with replay(ds) as server:
+        meta = requests.get(server.service_root() + "/$metadata", timeout=10).text
+        assert '<Property Name="BesluitDatum" Type="Edm.Date" />' in meta
+        served = requests.get(
+            server.service_root() + "/Besluit?$select=Id,BesluitDatum&$expand=Agendapunt($select=Id)",
+            timeout=10,
+        ).json()["value"]
+        assert len(served) == 250  # one v4/2.0 page
+        for b in served:
+            assert b["BesluitDatum"] == rows[b["Id"]]["BesluitDatum"]
+            assert (b["Agendapunt"] or {}).get("Id") == rows[b["Id"]]["Agendapunt_Id"]
+        # the other side of the foreign key, from the same column
+        back = requests.get(
+            server.service_root() + "/Agendapunt?$select=Id&$expand=Besluit($select=Id)", timeout=10
+        ).json()["value"]
+        assert any(a["Besluit"] for a in back)
+
+        client = make_client(server.url)
+        client.check_metadata(requirements(TABLE, TABLE))  # its requirement holds on its server
+    with replay(Dataset.generate(5, seed=1, sets=("Zaak",))) as plain:  # the real $metadata
+        with pytest.raises(MetadataMismatch, match="Besluit: property 'BesluitDatum' is missing"):
+            make_client(plain.url).check_metadata(requirements(["Besluit"], TABLE))
+
+
+def test_a_new_entry_loads_into_neo4j(neo4j_empty, besluit_data):
+    ds = besluit_data
+    with replay(ds) as server:
+        result = load_entity(TABLE["Besluit"], client=make_client(server.url), driver=neo4j_empty)
+    live = ds.live_ids("Besluit")
+    assert result.processed == len(ds.rows["Besluit"]) and result.failed == 0
+    got = {
+        r["id"]: r["d"]
+        for r in neo4j_empty.execute_query("MATCH (b:Besluit) RETURN b.id AS id, b.besluitDatum AS d").records
+    }
+    assert set(got) == set(live)
+    sample = live[0]
+    assert got[sample] == Date.from_iso_format(ds.rows["Besluit"][sample]["BesluitDatum"])
+    edges = neo4j_empty.execute_query(
+        "MATCH (b:Besluit)-[:DECIDED_ON]->(p:Agendapunt) RETURN b.id AS b, p.id AS p"
+    ).records
+    assert {("DECIDED_ON", r["b"], r["p"]) for r in edges} == {
+        e for e in expected_edges(ds) if e[0] == "DECIDED_ON"
+    }
+    names = {r["name"] for r in neo4j_empty.execute_query("SHOW CONSTRAINTS YIELD name").records}
+    assert "tk_besluit_id" in names  # its constraint, created before the load
+
+
+# -- a wrong kind fails setup ---------------------------------------------------------------------------
+
+
+def _served_as_date() -> Dataset:
+    """A replay dataset whose $metadata says ``Zaak.GestartOp`` is an ``Edm.Date`` (the table: DATETIME)."""
+    zaak = ENTITIES["Zaak"]
+    wrong = dataclasses.replace(zaak, properties={**zaak.properties, "GestartOp": Kind.DATE})
+    return Dataset(entities=table_with(wrong))
+
+
+def test_a_wrongly_typed_property_fails_the_metadata_check():
+    with replay(_served_as_date()) as server:
+        client = make_client(server.url)
+        with pytest.raises(MetadataMismatch) as err:
+            client.check_metadata(requirements())
+    assert err.value.problems == [
+        "Zaak: property 'GestartOp' is Edm.Date in $metadata, but the entity table expects Edm.DateTimeOffset"
+    ]
+    # the other way round: a table that says DATE where the real $metadata says Edm.DateTimeOffset
+    zaak = ENTITIES["Zaak"]
+    says_date = table_with(dataclasses.replace(zaak, properties={**zaak.properties, "Termijn": Kind.DATE}))
+    with replay(Dataset.generate(5, seed=1, sets=("Zaak",))) as server:
+        with pytest.raises(
+            MetadataMismatch, match=r"'Termijn' is Edm\.DateTimeOffset in .* expects Edm\.Date"
+        ):
+            make_client(server.url).check_metadata(requirements(["Zaak"], says_date))
+
+
+def test_a_wrongly_typed_property_fails_setup(monkeypatch, tmp_path):
+    with replay(_served_as_date()) as server:
+        monkeypatch.setenv("TK_API_BASE_URL", server.url)
+        monkeypatch.setenv("TK_API_PROFILE", "v4/2.0")
+        monkeypatch.setenv("TK_API_MAX_RETRIES", "1")
+        with pytest.raises(MetadataMismatch) as err:
+            pipeline.prepare_run(
+                dag_id="tk_ingest",
+                run_id="manual__wrong_kind",
+                conf={},
+                params={"entities": list(ENTITIES), "start_date": "2024-01-01"},
+                data_interval_start=None,
+                data_interval_end=None,
+                now=datetime.now(UTC),
+                checkpoint_base=str(tmp_path),
+            )
+    message = str(err.value)
+    assert "Zaak" in message and "'GestartOp'" in message
+    assert "Edm.Date in $metadata" in message and "expects Edm.DateTimeOffset" in message
+    assert not list(tmp_path.iterdir())  # setup stopped before it opened a checkpoint run
