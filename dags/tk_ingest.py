@@ -39,6 +39,7 @@ from airflow.sdk import DAG, CronDataIntervalTimetable, Param, dag, get_current_
 
 from include.loaders import pipeline
 from include.loaders.entities import ENTITIES, Entity
+from include.loaders.settings import DEFAULT_BATCH_SIZE
 
 DATE_OR_NULL = {"type": ["null", "string"], "format": "date"}
 
@@ -99,7 +100,7 @@ def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_inges
                 ),
             ),
             "batch_size": Param(
-                500,
+                DEFAULT_BATCH_SIZE,
                 type="integer",
                 minimum=1,
                 maximum=10000,

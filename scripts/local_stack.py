@@ -22,6 +22,9 @@ from pathlib import Path
 
 import requests
 
+from include.loaders.entities import ENTITIES
+from include.loaders.settings import ApiSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("TK_STATE_DIR", ROOT / ".local"))
 PY = sys.executable
@@ -98,16 +101,16 @@ class Airflow:
             return
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({"admin": self.password}))
-        log = open(self.home / "standalone.log", "ab")
-        proc = subprocess.Popen(
-            [str(Path(PY).parent / "airflow"), "standalone"],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: SIGINT reaches it, not us
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+        with open(self.home / "standalone.log", "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                [str(Path(PY).parent / "airflow"), "standalone"],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: SIGINT reaches it, not us
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
         self.pidfile.write_text(str(proc.pid))
         self._proc = proc
         try:
@@ -213,26 +216,28 @@ class Airflow:
         raise TimeoutError(f"run {run_id} not finished in {timeout:.0f} s")
 
 
-def api_reachable(base_url: str, profile_path: str) -> bool:
+def api_reachable(service_root: str) -> bool:
+    """Whether the OData service at ``service_root`` answers its ``$metadata``."""
     try:
-        resp = requests.get(f"{base_url.rstrip('/')}{profile_path}/$metadata", timeout=10)
+        resp = requests.get(f"{service_root}/$metadata", timeout=10)
     except requests.RequestException:
         return False
     return resp.status_code == 200
 
 
 def start_replay(port: int) -> subprocess.Popen:
-    log = open(STATE / "tk_replay.log", "ab")
-    proc = subprocess.Popen(
-        [PY, "-m", "include.tk_replay", "--port", str(port)],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(STATE / "tk_replay.log", "ab") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [PY, "-m", "include.tk_replay", "--port", str(port)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     (STATE / "tk_replay.pid").write_text(str(proc.pid))
+    root = ApiSettings(base_url=f"http://127.0.0.1:{port}").service_root
     for _ in range(100):
-        if api_reachable(f"http://127.0.0.1:{port}", "/OData/v4/2.0"):
+        if api_reachable(root):
             return proc
         if proc.poll() is not None:
             break
@@ -249,11 +254,11 @@ def stop_pidfile(path: Path, sig: int = signal.SIGTERM) -> None:
     path.unlink(missing_ok=True)
 
 
-def earliest_change(base_url: str, profile_path: str) -> str:
-    """The earliest ``ApiGewijzigdOp`` date among the five entity sets (for the demo's start_date)."""
+def earliest_change(service_root: str) -> str:
+    """The earliest ``ApiGewijzigdOp`` date among the entity sets of the table (the demo's start_date)."""
     dates = []
-    for entity in ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit"):
-        url = f"{base_url.rstrip('/')}{profile_path}/{entity}"
+    for entity in ENTITIES.values():
+        url = f"{service_root}/{entity.entity_set}"
         params = {"$select": "Id,ApiGewijzigdOp", "$orderby": "ApiGewijzigdOp", "$top": "1"}
         rows = requests.get(url, params=params, timeout=60).json().get("value", [])
         dates += [r["ApiGewijzigdOp"][:10] for r in rows if r.get("ApiGewijzigdOp")]
@@ -269,7 +274,7 @@ def neo4j_summary() -> dict[str, int]:
     auth = ("neo4j", os.environ.get("NEO4J_PASSWORD", "tk-local-password"))
     with GraphDatabase.driver(uri, auth=auth) as driver:
         counts = {}
-        for label in ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit"):
+        for label in ENTITIES:
             records, _, _ = driver.execute_query(f"MATCH (n:`{label}`) RETURN count(n) AS c")
             counts[label] = records[0]["c"]
         records, _, _ = driver.execute_query("MATCH ()-[r]->() RETURN type(r) AS t, count(r) AS c ORDER BY t")
@@ -279,19 +284,18 @@ def neo4j_summary() -> dict[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     STATE.mkdir(parents=True, exist_ok=True)
-    base = os.environ.get("TK_API_BASE_URL", "https://gegevensmagazijn.tweedekamer.nl")
-    profile = os.environ.get("TK_API_PROFILE", "v4/2.0")
-    path = "/OData/v5" if profile == "v5" else "/OData/v4/2.0"
+    settings = ApiSettings.from_env()  # the loaders' own TK_API_BASE_URL / TK_API_PROFILE and defaults
+    base, profile = settings.base_url, settings.profile
     start_date = args.start_date
-    if api_reachable(base, path):
-        print(f"TK API: {base}{path}")
+    if api_reachable(settings.service_root):
+        print(f"TK API: {settings.service_root}")
         start_date = start_date or time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
     else:
         port = int(os.environ.get("TK_REPLAY_PORT", "8765"))
         print(f"TK API {base} unreachable: starting the offline TK API (real samples) on port {port}")
         start_replay(port)
         base = f"http://127.0.0.1:{port}"
-        start_date = start_date or earliest_change(base, path)
+        start_date = start_date or earliest_change(settings.with_overrides(base_url=base).service_root)
     airflow = Airflow(
         STATE / "airflow",
         port=int(os.environ.get("TK_AIRFLOW_PORT", "8080")),

@@ -38,6 +38,38 @@ def test_wrong_password_names_the_connection(neo4j_server, monkeypatch):
     assert "authentication" in msg.lower()
 
 
+def _connection_with_schema(monkeypatch, schema: str) -> None:
+    conn = json.loads(os.environ["AIRFLOW_CONN_NEO4J_DEFAULT"])
+    conn["schema"] = schema
+    monkeypatch.setenv("AIRFLOW_CONN_NEO4J_DEFAULT", json.dumps(conn))
+
+
+def test_the_connection_schema_names_the_database(neo4j_empty, monkeypatch):
+    from include.loaders.graph import GraphWriter, connect, connection_database
+    from include.loaders.settings import DEFAULT_CONN_ID
+
+    assert DEFAULT_CONN_ID == "neo4j_default"
+    assert connection_database(DEFAULT_CONN_ID) is None  # no schema: the server's default database
+    _connection_with_schema(monkeypatch, "neo4j")
+    assert connection_database(DEFAULT_CONN_ID) == "neo4j"
+    with connect(DEFAULT_CONN_ID) as driver:
+        GraphWriter(driver, database=connection_database(DEFAULT_CONN_ID)).ensure_constraints(["Zaak"])
+        rows = driver.execute_query("SHOW CONSTRAINTS YIELD labelsOrTypes RETURN labelsOrTypes").records
+    assert ["Zaak"] in [r["labelsOrTypes"] for r in rows]
+
+
+def test_a_connection_naming_a_missing_database_fails_with_a_clear_error(neo4j_server, monkeypatch):
+    from include.loaders.graph import Neo4jConnectionError, connect
+
+    _connection_with_schema(monkeypatch, "nosuchdb")
+    with pytest.raises(Neo4jConnectionError) as err:
+        connect("neo4j_default")
+    msg = str(err.value)
+    assert "'neo4j_default'" in msg and "'nosuchdb'" in msg
+    assert "schema" in msg and "it has: neo4j, system" in msg
+    assert err.value.__cause__.code == "Neo.ClientError.Database.DatabaseNotFound"  # what the driver raised
+
+
 def test_dagbag_imports_without_errors():
     from airflow.dag_processing.dagbag import DagBag
 

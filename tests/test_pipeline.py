@@ -1,10 +1,13 @@
-"""Windows, sub-windows and task naming of the tk_ingest pipeline (no services needed)."""
+"""Windows, sub-windows and task naming of the tk_ingest pipeline (no services needed); at the end, the
+setup and loader tasks on a real Neo4j and the offline TK API (the database named by the connection)."""
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import json
 import math
+import os
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -122,3 +125,52 @@ def test_a_run_id_of_another_dag_is_refused(tmp_path):
     _check_run_owner(mgr, "scheduled__2026-11-27T00:00:00+00:00", "other_dag")  # its own run: fine
     with pytest.raises(PipelineError, match="belongs to DAG 'other_dag'"):
         _check_run_owner(mgr, "scheduled__2026-11-27T00:00:00+00:00", "tk_ingest")
+
+
+# -- the tasks on a real Neo4j and the offline API: the database comes from the connection -----------------
+def _connection_with_schema(monkeypatch, schema: str) -> None:
+    conn = json.loads(os.environ["AIRFLOW_CONN_NEO4J_DEFAULT"])
+    conn["schema"] = schema
+    monkeypatch.setenv("AIRFLOW_CONN_NEO4J_DEFAULT", json.dumps(conn))
+
+
+def test_the_tasks_write_to_the_database_the_connection_names(neo4j_empty, monkeypatch, tmp_path):
+    from include.loaders import load
+    from include.loaders.graph import Neo4jConnectionError
+    from include.loaders.pipeline import prepare_run, run_loader
+    from include.tk_replay.dataset import Dataset
+    from tests.loader_fixtures import replay
+
+    databases: list[str | None] = []
+    real_load_entity = load.load_entity
+
+    def recording_load_entity(*args, **kwargs):
+        databases.append(kwargs.get("database"))
+        return real_load_entity(*args, **kwargs)
+
+    monkeypatch.setattr(load, "load_entity", recording_load_entity)
+    params = {"entities": ["Zaak"], "start_date": "2000-01-01", "end_date": "2100-01-01"}
+    run = dict(dag_id="tk_ingest", run_id="manual__schema", checkpoint_base=str(tmp_path))
+    setup = dict(conf={}, params=params, data_interval_start=None, data_interval_end=None, now=NOW)
+    task = dict(entity="Zaak", task_id="load_zaken", map_index=-1, try_number=1, params=params)
+    whole = Window(datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)).to_dict()
+    missing = "'neo4j_default' names the Neo4j database 'nosuchdb'"
+    with replay() as server:
+        monkeypatch.setenv("TK_API_BASE_URL", server.url)
+        _connection_with_schema(monkeypatch, "nosuchdb")
+        with pytest.raises(Neo4jConnectionError, match=missing):
+            prepare_run(**run, **setup)
+        with pytest.raises(Neo4jConnectionError, match=missing):
+            run_loader(**run, **task, window=whole)
+        assert databases == []  # refused before anything was loaded
+
+        _connection_with_schema(monkeypatch, "neo4j")
+        window = prepare_run(**run, **setup)
+        summary = run_loader(**run, **task, window=window)
+    assert window == whole
+    assert databases == ["neo4j"]
+    rows = Dataset.samples().rows["Zaak"]
+    assert summary["processed"] == len(rows) and summary["failed"] == 0
+    live = sum(1 for r in rows.values() if not r.get("Verwijderd"))
+    count = neo4j_empty.execute_query("MATCH (z:Zaak) RETURN count(z) AS n", database_="neo4j").records
+    assert count[0]["n"] == live

@@ -21,10 +21,10 @@ from include.loaders.entities import (
     Relationship,
     all_labels,
 )
+from include.loaders.settings import DEFAULT_CONN_ID
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONN_ID = "neo4j_default"
 MAX_RETRY_SECONDS = 30.0
 """How long a batch whose transaction failed transiently (deadlock, lost connection) is retried."""
 
@@ -33,20 +33,38 @@ class Neo4jConnectionError(RuntimeError):
     """Neo4j could not be reached or refused the credentials of an Airflow connection."""
 
 
+def connection_database(conn_id: str = DEFAULT_CONN_ID) -> str | None:
+    """The Neo4j database the Airflow connection ``conn_id`` names in its ``schema`` field, or None for
+    the server's default database (the field as ``Neo4jHook.run`` reads it). Pass it as ``database`` to
+    the writer (``load_entity``, ``ensure_constraints``, ``GraphWriter``)."""
+    from airflow.providers.neo4j.hooks.neo4j import Neo4jHook
+
+    return _schema_database(Neo4jHook(conn_id=conn_id).get_connection(conn_id))
+
+
+def _schema_database(conn: Any) -> str | None:
+    return (conn.schema or "").strip() or None
+
+
 def connect(conn_id: str = DEFAULT_CONN_ID) -> Driver:
     """Return a verified ``neo4j.Driver`` for the Airflow connection ``conn_id``.
 
-    Fails with :class:`Neo4jConnectionError` naming the connection when the server is unreachable
-    or the credentials are wrong, instead of the driver's bare error at the first query.
+    Fails with :class:`Neo4jConnectionError` naming the connection when the server is unreachable, the
+    credentials are wrong or the database the connection names (its ``schema``, see
+    :func:`connection_database`) does not exist, instead of the driver's bare error at the first query.
+    The driver is the caller's to close (``with connect(conn_id) as driver:``).
     """
     from airflow.providers.neo4j.hooks.neo4j import Neo4jHook
 
     hook = Neo4jHook(conn_id=conn_id)
-    conn = hook.get_connection(conn_id)
-    where = f"{conn.host}:{conn.port or 7687}"
     driver = hook.get_conn()
+    conn = hook.connection  # the one get_conn read
+    where = f"{conn.host}:{conn.port or 7687}"
+    database = _schema_database(conn)
     try:
         driver.verify_connectivity()
+        if database is not None:  # verify_connectivity does not look at the database
+            driver.execute_query("RETURN 1", database_=database)
     except AuthError as e:
         driver.close()
         raise Neo4jConnectionError(
@@ -60,7 +78,28 @@ def connect(conn_id: str = DEFAULT_CONN_ID) -> Driver:
             f"Cannot reach Neo4j for Airflow connection '{conn_id}' at {where}: {e}. "
             "Is the server running (make neo4j-start)?"
         ) from e
+    except ClientError as e:
+        if e.code != "Neo.ClientError.Database.DatabaseNotFound":
+            driver.close()
+            raise
+        known = _database_names(driver)
+        driver.close()
+        raise Neo4jConnectionError(
+            f"Airflow connection '{conn_id}' names the Neo4j database '{database}' (its schema field), "
+            f"which the server at {where} does not have{f' (it has: {known})' if known else ''}. "
+            "Set the connection's schema to an existing database, or leave it empty for the server's "
+            "default database."
+        ) from e
     return driver
+
+
+def _database_names(driver: Driver) -> str:
+    """The server's databases, comma-separated, for an error message ('' when it will not say)."""
+    try:
+        records = driver.execute_query("SHOW DATABASES YIELD name RETURN name", database_="system").records
+    except (Neo4jError, DriverError):
+        return ""
+    return ", ".join(sorted({r["name"] for r in records}))
 
 
 # ==================================================================================================

@@ -15,6 +15,7 @@ handling is made here:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +25,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from tk_checkpoint import loader_name  # checkpoint key of a task instance: load_zaak.3
+
+from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +177,8 @@ def plan_entity(
     """The sub-windows of one loader: what its mapped task instances load (empty: not in this run).
 
     The number of sub-windows is the window's length divided by ``window_days``; their boundaries are
-    placed so that each holds about the same number of changed items (:func:`balanced_split`).
+    placed so that each holds about the same number of changed items (:func:`balanced_split`). ``client``
+    answers the ``$count`` queries; when None, one is opened from the environment and closed again.
     """
     if entity not in check_entities(params.get("entities") or []):
         return []
@@ -183,13 +187,14 @@ def plan_entity(
     if parts > 1:
         from include.loaders.entities import get_entity
 
-        if client is None:
-            from include.loaders.api import TKClient
-            from include.loaders.settings import ApiSettings
-
-            client = TKClient(ApiSettings.from_env())
         entity_set = get_entity(entity).entity_set
-        windows = balanced_split(win, parts, lambda a, b: client.count(entity_set, a, b))
+        with contextlib.ExitStack() as opened:
+            if client is None:
+                from include.loaders.api import TKClient
+                from include.loaders.settings import ApiSettings
+
+                client = opened.enter_context(TKClient(ApiSettings.from_env()))
+            windows = balanced_split(win, parts, lambda a, b: client.count(entity_set, a, b))
     else:
         windows = [win]
     log.info(
@@ -204,7 +209,8 @@ def plan_entity(
 
 
 def checkpoint_manager(base: str | None = None):
-    """The checkpoint manager of ``TK_CHECKPOINT_BASE`` (or ``base``)."""
+    """The checkpoint manager of ``base``; None: the configured base (the checkpoint settings resolve
+    ``TK_CHECKPOINT_BASE`` and its default, nothing here does)."""
     from tk_checkpoint import CheckpointManager
 
     return CheckpointManager(base)
@@ -219,18 +225,18 @@ def prepare_run(
     data_interval_start: datetime | None,
     data_interval_end: datetime | None,
     now: datetime,
-    conn_id: str = "neo4j_default",
+    conn_id: str = DEFAULT_CONN_ID,
     checkpoint_base: str | None = None,
 ) -> dict[str, str]:
     """The setup task: validate the window, create constraints, check the API, open the checkpoint run.
 
     Returns the run's window (the per-entity plan tasks split it, see :func:`plan_entity`). Fails before
-    any loading when the window is empty, Neo4j is unreachable, or the API's ``$metadata`` lacks what the
-    loaders rely on.
+    any loading when the window is empty, Neo4j (or the database its connection names) is unreachable,
+    or the API's ``$metadata`` lacks what the loaders rely on.
     """
     from include.loaders.api import TKClient
     from include.loaders.entities import requirements
-    from include.loaders.graph import connect, ensure_constraints
+    from include.loaders.graph import connect, connection_database, ensure_constraints
     from include.loaders.settings import ApiSettings
 
     window = resolve_window(params, data_interval_start, data_interval_end, now)
@@ -244,15 +250,12 @@ def prepare_run(
     )
 
     settings = ApiSettings.from_env()
-    client = TKClient(settings)
-    client.check_metadata(requirements(entities))
+    with TKClient(settings) as client:
+        client.check_metadata(requirements(entities))
     log.info("API metadata check passed (%s, profile %s)", settings.service_root, settings.profile)
 
-    driver = connect(conn_id)
-    try:
-        ensure_constraints(driver)
-    finally:
-        driver.close()
+    with connect(conn_id) as driver:
+        ensure_constraints(driver, database=connection_database(conn_id))
 
     manager = checkpoint_manager(checkpoint_base)
     _check_run_owner(manager, run_id, dag_id)
@@ -289,7 +292,7 @@ def run_loader(
     map_index: int | None,
     try_number: int | None,
     params: Mapping[str, Any],
-    conn_id: str = "neo4j_default",
+    conn_id: str = DEFAULT_CONN_ID,
     checkpoint_base: str | None = None,
 ) -> dict[str, Any]:
     """One loader task instance: the load loop over ``window`` with the checkpoint of this task instance.
@@ -301,7 +304,7 @@ def run_loader(
     from tk_checkpoint import LoaderCheckpoint
 
     from include.loaders.api import TKClient
-    from include.loaders.graph import connect
+    from include.loaders.graph import connect, connection_database
     from include.loaders.load import load_entity
     from include.loaders.settings import ApiSettings
 
@@ -309,23 +312,22 @@ def run_loader(
     manager = checkpoint_manager(checkpoint_base)
     manager.start_new_run(run_id=run_id, dag_id=dag_id)  # reopens the run of the setup task
     name = loader_name(task_id, map_index)
-    client = TKClient(ApiSettings.from_env())
-    driver = connect(conn_id)
-    try:
-        with LoaderCheckpoint(
-            manager, name, try_number=try_number, meta={"entity": entity, **win.to_dict()}
-        ) as checkpoint:
-            result = load_entity(
-                entity,
-                client=client,
-                driver=driver,
-                checkpoint=checkpoint,
-                start=win.start,
-                end=win.end,
-                batch_size=int(params.get("batch_size") or 500),
-            )
-    finally:
-        driver.close()
+    meta = {"entity": entity, **win.to_dict()}
+    with (
+        TKClient(ApiSettings.from_env()) as client,
+        connect(conn_id) as driver,
+        LoaderCheckpoint(manager, name, try_number=try_number, meta=meta) as checkpoint,
+    ):
+        result = load_entity(
+            entity,
+            client=client,
+            driver=driver,
+            database=connection_database(conn_id),
+            checkpoint=checkpoint,
+            start=win.start,
+            end=win.end,
+            batch_size=int(params.get("batch_size") or DEFAULT_BATCH_SIZE),
+        )
     summary = result.to_dict()
     if summary.get("failed") and params.get("fail_on_item_errors", True):
         raise PipelineError(

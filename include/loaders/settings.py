@@ -1,4 +1,16 @@
-"""Settings of the TK API client, read from the environment with documented defaults.
+"""Settings of the loaders: the TK API client (read from the environment), the Neo4j connection, batches.
+
+Each is decided here and only here; the DAG, the pipeline, the load loop and its command line import
+them. The checkpoint side has its own settings object (``tk_checkpoint.settings.CheckpointSettings``,
+the one resolver of ``TK_CHECKPOINT_BASE``): callers pass ``None`` for "the configured base".
+
+| name | default | meaning |
+|---|---|---|
+| :data:`DEFAULT_CONN_ID` | ``neo4j_default`` | the Airflow connection of Neo4j; its ``schema`` field, |
+| | | when set, names the database (as ``Neo4jHook.run`` uses it) |
+| :data:`DEFAULT_BATCH_SIZE` | ``500`` | items per Neo4j transaction (the DAG param ``batch_size``) |
+
+The TK API client (:class:`ApiSettings`):
 
 | variable | default | meaning |
 |---|---|---|
@@ -22,6 +34,12 @@ from dataclasses import dataclass, replace
 from include.loaders.api_profiles import DEFAULT_PROFILE, ApiProfile, get_profile
 
 DEFAULT_BASE_URL = "https://gegevensmagazijn.tweedekamer.nl"
+
+DEFAULT_CONN_ID = "neo4j_default"
+"""The Airflow connection of Neo4j (host, port, login, password; ``schema``: the database)."""
+
+DEFAULT_BATCH_SIZE = 500
+"""Items per Neo4j transaction (the DAG param ``batch_size``, ``--batch-size`` of the command line)."""
 
 
 @dataclass(frozen=True)
