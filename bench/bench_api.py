@@ -14,6 +14,7 @@ then measures:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import socket
@@ -67,34 +68,32 @@ def start_server(n: int, port: int) -> subprocess.Popen:
 def raw_pages(root: str, path: str) -> tuple[int, int, float]:
     """Follow nextLinks with one keep-alive connection, no JSON parsing: (pages, bytes, seconds)."""
     u = urlsplit(root)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
     url: str | None = u.path + path
     pages = size = 0
     t0 = time.perf_counter()
-    while url:
-        conn.request("GET", url)
-        body = conn.getresponse().read()
-        pages += 1
-        size += len(body)
-        i = body.rfind(b'"@odata.nextLink":"')
-        url = None
-        if i >= 0:
-            link = body[i + 19 : body.index(b'"', i + 19)].decode()
-            url = link[len(f"http://{u.netloc}") :]
-    conn.close()
+    with contextlib.closing(http.client.HTTPConnection(u.hostname, u.port, timeout=60)) as conn:
+        while url:
+            conn.request("GET", url)
+            body = conn.getresponse().read()
+            pages += 1
+            size += len(body)
+            i = body.rfind(b'"@odata.nextLink":"')
+            url = None
+            if i >= 0:
+                link = body[i + 19 : body.index(b'"', i + 19)].decode()
+                url = link[len(f"http://{u.netloc}") :]
     return pages, size, time.perf_counter() - t0
 
 
 def client_pages(base: str, profile: str, entity_set: str, **kw) -> tuple[int, int, float, float]:
     """(pages, entities, seconds, client CPU seconds) through TKClient."""
-    client = TKClient(ApiSettings(base_url=base, profile=profile))
-    pages = entities = 0
-    t0, c0 = time.perf_counter(), time.thread_time()
-    for page in client.iter_pages(entity_set, **kw):
-        pages += 1
-        entities += len(page)
-    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
-    client.close()
+    with TKClient(ApiSettings(base_url=base, profile=profile)) as client:
+        pages = entities = 0
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for page in client.iter_pages(entity_set, **kw):
+            pages += 1
+            entities += len(page)
+        wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
     return pages, entities, wall, cpu
 
 
@@ -122,8 +121,8 @@ def main() -> None:
             for label, kw, raw_path in cases:
                 entity_set = label.split()[0]
                 if raw_path is None:
-                    client = TKClient(ApiSettings(base_url=base, profile=profile))
-                    raw_path = client.build_url(entity_set, **kw)[len(base + prefix) :]
+                    with TKClient(ApiSettings(base_url=base, profile=profile)) as client:
+                        raw_path = client.build_url(entity_set, **kw)[len(base + prefix) :]
                 cold_p, _, cold_sec = raw_pages(base + prefix, raw_path)  # first pass encodes the rows
                 rp, rbytes, rsec = raw_pages(base + prefix, raw_path)
                 cp, ce, csec, ccpu = client_pages(base, profile, entity_set, **kw)

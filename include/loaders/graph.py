@@ -30,7 +30,8 @@ MAX_RETRY_SECONDS = 30.0
 
 
 class Neo4jConnectionError(RuntimeError):
-    """Neo4j could not be reached or refused the credentials of an Airflow connection."""
+    """Neo4j could not be reached, refused the credentials of an Airflow connection, or lacks the
+    database the connection names."""
 
 
 def connection_database(conn_id: str = DEFAULT_CONN_ID) -> str | None:
