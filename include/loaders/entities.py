@@ -3,7 +3,13 @@
 Everything the loop, the writer and the metadata check need to know about an entity lives here and
 nowhere else: its entity set and label, its scalar properties with their kinds, and the relationships
 it *owns* (writes and replaces), from a foreign key or from a many-to-many navigation. Adding a sixth
-entity is one more :class:`Entity` in :data:`ENTITIES`.
+entity is one more :class:`Entity` in :data:`ENTITIES`: the DAG's tasks, the constraints, the
+``$metadata`` requirements, the replay server's entity sets and link tables, its generated data and the
+tables of ``docs/graph-model.md`` all derive from the table. Code that works on another table (a copy
+with one more entry, in tests) takes it as an argument; the table itself is read-only.
+
+Each property kind (:class:`Kind`) is one row (:class:`KindSpec`): the EDM type the ``$metadata`` check
+compares, the Neo4j type, the validator and the Cypher conversion the writer applies.
 
 Naming rules (``docs/graph-model.md``):
 

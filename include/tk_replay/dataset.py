@@ -154,7 +154,8 @@ class Dataset:
                     if name not in ds.links:
                         raise ValueError(
                             f"{path}: link table {name!r} holds no relationship of the entity table "
-                            f"(known: {', '.join(ds.links)}); load it with the table it was made with."
+                            f"(known: {', '.join(ds.links)}); load it with the table it was made with "
+                            "(Kamerstukdossier links: --kamerstukdossier)."
                         )
                     ds.links[name].update((a, b) for a, b in pairs)
                 continue
