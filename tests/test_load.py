@@ -320,6 +320,8 @@ def test_neo4j_lost_mid_load_keeps_marks_equal_to_commits(neo4j_empty, tmp_path,
             again = load_entity("Zaak", client=client, driver=driver, checkpoint=cp, batch_size=50)
     assert again.skipped == len(state.processed)
     assert again.processed + again.skipped == len(ds.rows["Zaak"])
+    # the checkpoint counts each skip once (the loop per streak; is_processed counts nothing)
+    assert manager.read_loader("lost", "load_zaken").skipped_count == again.skipped
     assert _committed_live(driver, ds, "Zaak") == set(ds.live_ids("Zaak"))
 
 
@@ -439,3 +441,252 @@ def test_child_entry_point_reports_json(neo4j_empty, neo4j_server, tmp_path):
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.splitlines()[-1])["Zaak"]["processed"] == 10
+
+
+# -- the ledger contract: the loop's calls, skips counted once, failures without a ledger ----------------
+
+
+class RecordingLedger:
+    """A ledger (include.loaders.ledger.Ledger) in memory that records every call the loop makes."""
+
+    def __init__(self, processed: set[str] | None = None) -> None:
+        self.processed: set[str] = set(processed or ())
+        self.failed: dict[str, dict] = {}
+        self.calls: list[tuple] = []
+
+    @property
+    def processed_count(self) -> int:
+        return len(self.processed)
+
+    def is_processed(self, item_id: str) -> bool:
+        return item_id in self.processed  # pure: no call recorded, nothing counted
+
+    def failed_items(self) -> dict[str, dict]:
+        return {k: dict(v) for k, v in self.failed.items()}
+
+    def set_total_items(self, total: int | None) -> None:
+        self.calls.append(("total", total))
+
+    def mark_processed_many(self, item_ids) -> None:
+        ids = list(item_ids)
+        self.processed.update(ids)
+        for i in ids:
+            self.failed.pop(i, None)
+        self.calls.append(("processed", ids))
+
+    def mark_failed(self, item_id: str, error: str) -> None:
+        self.failed[item_id] = {"error": error}
+        self.calls.append(("failed", item_id))
+
+    def mark_skipped(self, count: int = 1) -> None:
+        self.calls.append(("skipped", count))
+
+    def save_progress(self) -> bool:
+        self.calls.append(("save",))
+        return True
+
+    def complete(self) -> None:
+        self.calls.append(("complete",))
+
+    def fail(self, error=None) -> None:
+        self.calls.append(("fail", error))
+
+    def names(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipeline", "sequential"])
+def test_the_loop_saves_after_every_batch_and_counts_each_skip_streak_once(neo4j_empty, load_log, pipeline):
+    from include.loaders.ledger import Ledger
+
+    ds = Dataset.generate(130, seed=4, sets=("Zaak",))
+    n = len(ds.rows["Zaak"])
+    first = RecordingLedger()
+    assert isinstance(first, Ledger)
+    with replay(ds) as server:
+        client = make_client(server.url)
+        result = load_entity(
+            "Zaak", client=client, driver=neo4j_empty, checkpoint=first, batch_size=20, pipeline=pipeline
+        )
+        assert result.processed == n and result.skipped == 0
+        names = first.names()
+        # one save after every committed batch, one before the end, then complete
+        assert names.count("processed") == -(-n // 20)
+        assert all(names[i + 1] == "save" for i, name in enumerate(names) if name == "processed")
+        assert names[-2:] == ["save", "complete"] and "skipped" not in names
+        order = [i for c in first.calls if c[0] == "processed" for i in c[1]]  # the stream's order
+
+        # a later try holds all but two items in the middle: two streaks, each counted (and logged) once
+        load_log.clear()
+        again = RecordingLedger(processed=set(order) - set(order[10:12]))
+        result = load_entity(
+            "Zaak", client=client, driver=neo4j_empty, checkpoint=again, batch_size=20, pipeline=pipeline
+        )
+    assert [c for c in again.calls if c[0] == "skipped"] == [("skipped", 10), ("skipped", n - 12)]
+    assert (result.processed, result.skipped) == (2, n - 2)
+    records = {id(r): r for r in load_log.records}.values()  # the handler may see a record twice
+    skips = [m[1] for r in records if (m := re.search(r"Skipping (\d+) already-processed", r.getMessage()))]
+    assert skips == ["10", str(n - 12)]
+    assert again.names()[-2:] == ["save", "complete"]
+
+
+def test_without_a_ledger_the_failed_count_is_this_calls_failures(neo4j_empty):
+    ds = Dataset.generate(40, seed=13, sets=("Zaak",))
+    live = ds.live_ids("Zaak")
+    ds.rows["Zaak"][live[3]]["Titel"] = {"nested": "a map Neo4j refuses"}
+    ds.rows["Zaak"][live[7]]["GestartOp"] = "2025-13-45T00:00:00+01:00"
+    ds.touch()
+    with replay(ds, faults=FaultConfig(without_id={live[9]})) as server:
+        result = load_entity(
+            "Zaak", client=make_client(server.url), driver=neo4j_empty, batch_size=8, retry_backoff=0.01
+        )
+    assert result.failed == 3 and result.processed == len(ds.rows["Zaak"]) - 3
+    assert {live[3], live[7]} <= set(result.failed_ids)
+    assert sum(k.startswith("no-Id:") for k in result.failed_ids) == 1
+
+
+def test_the_command_line_is_python_m_include_loaders():
+    cmd = [sys.executable, "-m", "include.loaders", "--help"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "python -m include.loaders" in out.stdout and "--run-id" in out.stdout
+
+
+# -- the writer pipeline and the prefetch, without Neo4j (include.loaders.flow) ----------------------------
+
+
+class FakeGraph:
+    """A GraphWriter stand-in: records each transaction, fails the ones it is told to, checks overlap."""
+
+    def __init__(self, bad: set[str] = frozenset(), lost_at: int | None = None, seconds: float = 0.0) -> None:
+        import threading
+
+        self.bad, self.lost_at, self.seconds = set(bad), lost_at, seconds
+        self.batches: list[list[str]] = []
+        self.running = 0
+        self.overlap = False
+        self.mutex = threading.Lock()
+
+    def write_batch(self, entity, items) -> None:
+        from neo4j.exceptions import ServiceUnavailable
+
+        from include.loaders.graph import ItemDataError
+
+        with self.mutex:
+            self.running += 1
+            self.overlap |= self.running > 1
+            self.batches.append([i.id for i in items])
+            n = len(self.batches)
+        try:
+            time.sleep(self.seconds)
+            if n == self.lost_at:
+                raise ServiceUnavailable("injected: the connection to Neo4j was lost")
+            if self.bad & {i.id for i in items}:
+                raise ItemDataError("injected: bad data")
+        finally:
+            with self.mutex:
+                self.running -= 1
+
+
+def _batch_writer(graph: FakeGraph, batch_size: int, threaded: bool = True):
+    from include.loaders.flow import BatchWriter
+
+    committed: list[str] = []
+    failed: list[str] = []
+    writer = BatchWriter(
+        graph,
+        ENTITIES["Zaak"],
+        batch_size,
+        on_committed=lambda items: committed.extend(i.id for i in items),
+        on_failed=lambda item, error: failed.append(item.id),
+        threaded=threaded,
+    )
+    return writer, committed, failed
+
+
+def _items(n: int):
+    from include.loaders.graph import PreparedItem
+
+    return [PreparedItem(id=f"i{k:03d}") for k in range(n)]
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["pipeline", "sequential"])
+def test_batch_writer_bisects_data_errors_one_transaction_at_a_time(threaded):
+    graph = FakeGraph(bad={"i005", "i033"}, seconds=0.002)
+    writer, committed, failed = _batch_writer(graph, 10, threaded)
+    for item in _items(45):
+        writer.add(item)
+    writer.flush()
+    writer.close()
+    assert sorted(failed) == ["i005", "i033"]
+    assert sorted(committed) == [f"i{k:03d}" for k in range(45) if k not in (5, 33)]
+    assert not graph.overlap and not writer.failed
+
+
+def test_batch_writer_records_what_committed_after_a_lost_connection_and_stops():
+    from neo4j.exceptions import ServiceUnavailable
+
+    graph = FakeGraph(lost_at=3, seconds=0.01)
+    writer, committed, _ = _batch_writer(graph, 10)
+    with pytest.raises(ServiceUnavailable):
+        for item in _items(100):
+            writer.add(item)
+    assert writer.failed
+    writer.close()  # the pending partial batch is not written: the database is gone
+    assert committed == [i.id for i in _items(40) if not "i020" <= i.id < "i030"]  # 1, 2 and 4
+    assert len(graph.batches) == 4 and not graph.overlap
+
+
+def test_batch_writer_close_writes_the_partial_batch_of_a_healthy_writer():
+    graph = FakeGraph()
+    writer, committed, _ = _batch_writer(graph, 10)
+    for item in _items(25):
+        writer.add(item)
+    writer.close()  # as on an API error mid-window: what was fetched is kept
+    assert committed == [i.id for i in _items(25)]
+
+
+def test_batch_writer_raises_a_connection_error_behind_a_data_error():
+    """Batch 1 fails on its data while batch 2, behind it, loses the connection: the load must fail,
+    not isolate batch 1 and go on as if batch 2 had been written."""
+    from neo4j.exceptions import ServiceUnavailable
+
+    graph = FakeGraph(bad={"i003"}, lost_at=2, seconds=0.01)
+    writer, committed, failed = _batch_writer(graph, 10)
+    with pytest.raises(ServiceUnavailable):
+        for item in _items(30):
+            writer.add(item)
+        writer.flush()
+    writer.close()
+    assert writer.failed and "i015" not in committed and not failed  # batch 1 is not isolated either
+
+
+def test_prefetch_stays_bounded_re_raises_and_closes_the_source():
+    from contextlib import closing
+
+    from include.loaders.flow import prefetch
+
+    produced: list[int] = []
+    closed: list[bool] = []
+
+    def pages():
+        try:
+            for k in range(100):
+                produced.append(k)
+                yield [k]
+        finally:
+            closed.append(True)
+
+    with closing(prefetch(pages(), 2)) as it:
+        assert next(it) == [0]
+        time.sleep(0.3)
+        assert len(produced) <= 4  # the one consumed, two queued, one waiting to be queued
+    time.sleep(0.3)
+    assert closed == [True]
+
+    def failing():
+        yield [1]
+        raise RuntimeError("the API failed")
+
+    with pytest.raises(RuntimeError, match="the API failed"):
+        list(prefetch(failing(), 2))

@@ -41,10 +41,10 @@ from include.loaders.entities import CORE_ENTITIES, Entity, all_labels, get_enti
 from include.loaders.flow import BatchWriter, WindowCount, error_text, prefetch
 from include.loaders.graph import GraphWriter, ItemDataError, PreparedItem, item_key, prepare_item
 from include.loaders.ledger import Ledger, NullLedger
+from include.loaders.settings import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 500
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_RETRY_BACKOFF = 2.0
 DEFAULT_PROGRESS_SECONDS = 30.0
