@@ -12,8 +12,9 @@ Measured, in the same run, on the same generated rows (five entities with their 
    -> ``TKClient`` -> ``load_entity`` -> Neo4j, checkpoints on;
 2. **raw Neo4j write ceiling**: the same rows fetched beforehand and prepared beforehand (not timed), written
    by the same ``UNWIND … MERGE`` batches; no API, no checkpoints;
-3. **checkpoints off**: as 1 without a checkpoint; **pipeline off**: as 1 with every transaction in the
-   loop's own thread (``load_entity(pipeline=False)``), to show what the writer thread gains;
+3. **checkpoints off**: as 1 without a checkpoint (the loop's ``NullLedger``); **pipeline off**: as 1 with
+   every transaction in the loop's own thread (``load_entity(pipeline=False)``), to show what the writer
+   thread gains;
 4. **one transaction per item** (the old loader's pattern) on a subset of the same rows (it is slow; the
    subset size is printed), re-writing them into the fully loaded graph: once as the original did it, with
    no index (the constraints dropped for the measurement), and once with the constraints in place;
@@ -136,14 +137,14 @@ def end_to_end(
 
 def fetch_prepared(url: str) -> dict[str, list[Any]]:
     from include.loaders.entities import ENTITIES
-    from include.loaders.graph import prepare_item
+    from include.loaders.graph import item_key, prepare_item
 
     client = _client(url)
     out = {}
     for e in CORE:
         ent = ENTITIES[e]
         rows = client.iter_entities(e, select=ent.select, expand=ent.expand)
-        out[e] = [prepare_item(ent, r) for r in rows]
+        out[e] = [prepare_item(ent, r, key=item_key(r)) for r in rows]  # as the load loop does
     client.close()
     return out
 
