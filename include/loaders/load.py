@@ -154,11 +154,8 @@ def load_entity(
     Returns the :class:`LoadResult`. Raises the API client's errors and Neo4j connection/server errors
     after saving the ledger and marking it failed; data errors never raise.
     """
-    ent = get_entity(entity)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    loop = _Loop(
-        ent,
+    loop = _Loop(  # a batch_size below 1 raises ValueError here (BatchWriter)
+        get_entity(entity),
         client=client,
         graph=GraphWriter(driver, database),
         ledger=checkpoint if checkpoint is not None else NullLedger(),
