@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 PY := .venv/bin/python
 
-.PHONY: help setup run stop test replay bench bench-api bench-checkpoint bench-load bench-backfill lint format neo4j-start neo4j-stop neo4j-status bench
+.PHONY: help setup run stop test replay docs bench bench-api bench-checkpoint bench-load bench-backfill lint format neo4j-start neo4j-stop neo4j-status bench
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ test: setup ## run the test suite (starts Neo4j when it is not running)
 
 lint: setup ## ruff check + format check
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+docs: setup ## regenerate the tables of docs/graph-model.md from the entity table
+	@$(PY) -m include.loaders.graph_model
 
 format: setup ## apply ruff fixes and formatting
 	@.venv/bin/ruff check --fix . && .venv/bin/ruff format .

@@ -45,6 +45,8 @@ for p in (ROOT, ROOT / "plugins"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from include.loaders.settings import DEFAULT_BATCH_SIZE  # noqa: E402
+
 BOLT = f"bolt://{os.environ.get('NEO4J_BOLT_HOST', '127.0.0.1')}:{os.environ.get('NEO4J_BOLT_PORT', '7687')}"
 AUTH = ("neo4j", os.environ.get("NEO4J_PASSWORD", "tk-local-password"))
 CORE = ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit")
@@ -173,7 +175,7 @@ def per_item(prepared: dict[str, list[Any]], driver: Any, per_entity: int, index
     from include.loaders.entities import ENTITIES, all_labels
     from include.loaders.graph import GraphWriter
 
-    raw_ceiling(prepared, driver, 500)  # the graph as a full load leaves it
+    raw_ceiling(prepared, driver, DEFAULT_BATCH_SIZE)  # the graph as a full load leaves it
     writer = GraphWriter(driver)
     if not index:
         for label in all_labels():
@@ -235,7 +237,7 @@ def memory(n: int, driver: Any, checkpoints: bool = True) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=10000, help="rows per entity set (default 10000)")
-    ap.add_argument("--batch-size", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     ap.add_argument("--repeat", type=int, default=3, help="interleaved runs of raw/on/off (median)")
     ap.add_argument("--per-item", type=int, default=200, help="rows per entity for the old pattern")
     ap.add_argument("--mem-small", type=int, default=20_000)

@@ -193,7 +193,7 @@ class Entity:
         relationships: the edge types this entity owns.
         doc: what the entity is (the graph model's node table shows it).
         core: one of the five entities of the mission: what ``requirements()`` and
-            ``python -m include.loaders.load`` take when no entities are named. The DAG loads every
+            ``python -m include.loaders`` take when no entities are named. The DAG loads every
             entry of the table, core or not.
     """
 

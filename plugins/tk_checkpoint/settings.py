@@ -30,7 +30,7 @@ _FALSE = ("0", "false", "no", "off")
 
 def base_from_env(env: Mapping[str, str] | None = None) -> str | None:
     """``TK_CHECKPOINT_BASE`` when it is set and not empty, else None (for callers to which "no base"
-    means "no checkpoints", such as ``python -m include.loaders.load``)."""
+    means "no checkpoints", such as ``python -m include.loaders``)."""
     env = os.environ if env is None else env
     return (env.get("TK_CHECKPOINT_BASE") or "").strip() or None
 
