@@ -16,8 +16,10 @@ from .errors import (
     CheckpointLockedError,
     CorruptCheckpointError,
     InvalidNameError,
+    JournalBrokenError,
     RunNotFoundError,
     UnsupportedSchemaError,
+    WriterDisplacedError,
 )
 from .fileformat import SCHEMA_VERSION
 from .loader import LoaderCheckpoint
@@ -35,11 +37,13 @@ __all__ = [
     "CheckpointSettings",
     "CorruptCheckpointError",
     "InvalidNameError",
+    "JournalBrokenError",
     "LoaderCheckpoint",
     "LoaderState",
     "RunNotFoundError",
     "Settings",
     "UnsupportedSchemaError",
+    "WriterDisplacedError",
     "format_progress",
     "loader_name",
     "redact",

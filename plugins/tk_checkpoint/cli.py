@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import CheckpointError, CheckpointManager, InvalidNameError, RunNotFoundError, resolve_base
+from .manager import check_count
 from .present import format_holder, format_run, format_runs, is_damaged
 from .resume import RESUME_ARGUMENTS, cmd_resume
 
@@ -49,11 +50,7 @@ def _emit_json(obj: Any) -> None:
 
 def cmd_list(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     """Runs newest first, each with its loaders' progress and failures."""
-    runs = mgr.list_runs(details=True)
-    if args.incomplete:
-        runs = [r for r in runs if r.get("state") != "completed"]
-    if args.limit:
-        runs = runs[: args.limit]
+    runs = mgr.list_runs(details=True, incomplete=args.incomplete, limit=args.limit)
     if args.json:
         _emit_json(runs)
     elif not runs:
@@ -104,21 +101,13 @@ def cmd_delete(args: argparse.Namespace, mgr: CheckpointManager) -> int:
 
 def cmd_cleanup(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     """Delete all but the newest --keep runs; running runs only with --force."""
-    runs = mgr.list_runs()
-    older = runs[args.keep :]
-    doomed = [r["run_id"] for r in older if args.force or r.get("state") not in ("running", "damaged")]
-    spared = [r["run_id"] for r in older if r["run_id"] not in doomed]
+    plan = mgr.plan_cleanup(args.keep, args.force)  # the engine decides what goes
+    doomed, spared = plan.doomed, plan.kept_running
     if not args.dry_run:
         for run_id in doomed:
             mgr.delete_run(run_id)
     if args.json:
-        _emit_json(
-            {
-                "deleted": doomed,
-                "kept_running": spared,
-                "kept_newest": [r["run_id"] for r in runs[: args.keep]],
-            }
-        )
+        _emit_json({"deleted": doomed, "kept_running": spared, "kept_newest": plan.kept_newest})
         return EXIT_OK
     verb = "Would delete" if args.dry_run else "Deleted"
     for run_id in doomed:
@@ -126,7 +115,8 @@ def cmd_cleanup(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     for run_id in spared:
         print(f"Kept run {run_id}: it is still running (use --force to delete it)")
     if not doomed:
-        print(f"Nothing to clean up ({len(runs)} runs, keeping {args.keep}).")
+        runs = len(plan.kept_newest) + len(spared)
+        print(f"Nothing to clean up ({runs} runs, keeping {args.keep}).")
     return EXIT_OK
 
 
@@ -146,6 +136,23 @@ def cmd_unlock(args: argparse.Namespace, mgr: CheckpointManager) -> int:
 # --- registration --------------------------------------------------------------------------------
 
 Arg = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def _count(what: str, minimum: int = 0) -> Callable[[str], int]:
+    """An argparse type for a count: the engine's :func:`check_count` decides, argparse reports (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            return check_count(int(text), what, minimum)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"{what} must be a whole number of {minimum} or more, not {text!r}"
+            ) from exc
+
+    parse.__name__ = what  # argparse names the type in its message
+    return parse
+
+
 RUN_ID: Arg = (("--run-id",), {"required": True, "help": "the run id (the Airflow run_id)"})
 
 
@@ -167,7 +174,7 @@ COMMANDS: tuple[Command, ...] = (
         cmd_list,
         (
             (("--incomplete",), {"action": "store_true", "help": "only runs that are not completed"}),
-            (("--limit",), {"type": int, "default": 0, "help": "show at most N runs"}),
+            (("--limit",), {"type": _count("limit", 1), "default": None, "help": "show at most N runs"}),
         ),
     ),
     Command(
@@ -177,7 +184,10 @@ COMMANDS: tuple[Command, ...] = (
         (
             RUN_ID,
             (("--loader",), {"help": "only this loader"}),
-            (("--failures",), {"type": int, "default": 10, "help": "how many recent failures to show (10)"}),
+            (
+                ("--failures",),
+                {"type": _count("failures"), "default": 10, "help": "how many recent failures to show (10)"},
+            ),
         ),
     ),
     Command(
@@ -191,7 +201,7 @@ COMMANDS: tuple[Command, ...] = (
         "delete old runs, keeping the newest N",
         cmd_cleanup,
         (
-            (("--keep",), {"type": int, "default": 5, "help": "runs to keep (default 5)"}),
+            (("--keep",), {"type": _count("keep"), "default": 5, "help": "runs to keep (default 5)"}),
             (("--force",), {"action": "store_true", "help": "also delete running runs"}),
             (("--dry-run",), {"action": "store_true", "help": "only say what would be deleted"}),
         ),

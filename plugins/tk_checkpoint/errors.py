@@ -34,3 +34,13 @@ class CheckpointLockedError(CheckpointError):
     def __init__(self, message: str, holder: dict | None = None) -> None:
         super().__init__(message)
         self.holder = holder or {}
+
+
+class JournalBrokenError(CheckpointError):
+    """A journal append failed and could not be rolled back: this writer saves nothing more. Opening the
+    loader again (a retry) cuts the incomplete record."""
+
+
+class WriterDisplacedError(CheckpointLockedError):
+    """This writer's lock was removed (``tk-checkpoint unlock``/``delete --force``) or taken by another
+    writer: it stops and writes nothing more."""

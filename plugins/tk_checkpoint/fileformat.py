@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
@@ -296,9 +296,14 @@ def _bad(where: str, what: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"Checkpoint file {where} is damaged: {what}", where)
 
 
-def _migrate_loader_v1(doc: dict[str, Any]) -> dict[str, Any]:
+def _migrate_loader_v1(doc: dict[str, Any], where: str) -> dict[str, Any]:
     """The original flat format -> version 2 (in memory)."""
     failed_in = doc.get("failed_items") or {}
+    if not isinstance(failed_in, (dict, list)):
+        raise _bad(where, f"'failed_items' is {_shown(failed_in)}, expected a list or an object")
+    ids_in = doc.get("processed_items", doc.get("processed_ids", []))
+    if not isinstance(ids_in, list):
+        raise _bad(where, f"'processed_items' is {_shown(ids_in)}, expected a list")
     failed: dict[str, dict[str, Any]] = {}
     if isinstance(failed_in, dict):
         items = failed_in.items()
@@ -313,7 +318,7 @@ def _migrate_loader_v1(doc: dict[str, Any]) -> dict[str, Any]:
             "first_failed_at": when,
             "last_failed_at": when,
         }
-    processed = [str(i) for i in doc.get("processed_items", doc.get("processed_ids", []))]
+    processed = [str(i) for i in ids_in]
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": LOADER_KIND,
@@ -339,7 +344,7 @@ def _migrate_loader_v1(doc: dict[str, Any]) -> dict[str, Any]:
 def read_loader_document(doc: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate a loader snapshot of any known version and return it as version 2."""
     if _version(doc, where) == 1:
-        doc = _migrate_loader_v1(doc)
+        doc = _migrate_loader_v1(doc, where)
     ids = doc.get("processed_ids")
     if not isinstance(ids, list):
         raise _bad(where, "'processed_ids' is missing or not a list")
@@ -347,16 +352,116 @@ def read_loader_document(doc: dict[str, Any], where: str) -> dict[str, Any]:
     return doc
 
 
+# The type of every field a reader uses, checked on every read (snapshot header, journal record, run file),
+# so that a file with a field of the wrong type is damage like any other (named, set aside by a writer)
+# and never a TypeError later in a report, the dashboard or a retry. A field may be absent or null.
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "text": ("a string", lambda v: isinstance(v, str)),
+    "count": ("a whole number of 0 or more", lambda v: _is_int(v) and v >= 0),
+    "number": ("a whole number", _is_int),
+    "object": ("a JSON object", lambda v: isinstance(v, dict)),
+}
+LOADER_FIELDS = {
+    "run_id": "text",
+    "loader": "text",
+    "total_items": "count",
+    "current_batch": "count",
+    "skipped_count": "count",
+    "processed_count": "count",
+    "failed_count": "count",
+    "created_at": "text",
+    "updated_at": "text",
+    "completed_at": "text",
+    "error": "text",
+    "meta": "object",
+}
+TRY_FIELDS = {
+    "index": "count",
+    "try_number": "number",
+    "host": "text",
+    "pid": "number",
+    "pid_start": "text",
+    "started_at": "text",
+    "ended_at": "text",
+    "outcome": "text",
+    "processed": "count",
+    "skipped": "count",
+    "failed": "count",
+    "took_over_lock_from": "object",
+}
+FAILURE_FIELDS = {
+    "error": "text",
+    "attempts": "count",
+    "first_failed_at": "text",
+    "last_failed_at": "text",
+    "try_number": "number",
+}
+RUN_FIELDS = {
+    "dag_id": "text",
+    "conf": "object",
+    "description": "text",
+    "created_at": "text",
+    "updated_at": "text",
+    "completed_at": "text",
+    "error": "text",
+}
+
+
+def field_problem(doc: dict[str, Any], fields: dict[str, str], what: str = "") -> str | None:
+    """The first field of ``doc`` whose value is not of its kind in ``fields``: a sentence, or None."""
+    for key, kind in fields.items():
+        value = doc.get(key)
+        if value is None:
+            continue
+        expected, ok = _KINDS[kind]
+        if not ok(value):
+            return f"{what}'{key}' is {_shown(value)}, expected {expected}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def try_problem(entry: Any, where: str = "") -> str | None:
+    """What is wrong with one try entry (a snapshot's ``tries`` member, a record's ``try``), or None."""
+    if not isinstance(entry, dict):
+        return f"a try{where} is {_shown(entry)}, expected a JSON object"
+    return field_problem(entry, TRY_FIELDS, f"try{where} ")
+
+
+def failures_problem(failed: Any) -> str | None:
+    """What is wrong with a failed-items map ({item id: failure}), or None."""
+    if not isinstance(failed, dict):
+        return f"'failed_items' is {_shown(failed)}, expected a JSON object"
+    for item, info in failed.items():
+        if not isinstance(info, dict):
+            return f"failed item {_shown(item)} is {_shown(info)}, expected a JSON object"
+        problem = field_problem(info, FAILURE_FIELDS, f"failed item {_shown(item)}: ")
+        if problem:
+            return problem
+    return None
+
+
 def _check_loader(doc: dict[str, Any], where: str, id_count: int | None) -> None:
     if doc.get("state") not in LOADER_STATES:
         raise _bad(where, f"unknown loader state {doc.get('state')!r}")
-    if not isinstance(doc.get("failed_items", {}), dict):
-        raise _bad(where, "'failed_items' is not an object")
-    if not isinstance(doc.get("tries", []), list):
-        raise _bad(where, "'tries' is not a list")
     seq = doc.get("journal_seq", 0)
-    if not isinstance(seq, int) or seq < 0:
+    if not _is_int(seq) or seq < 0:
         raise _bad(where, f"'journal_seq' {seq!r} is not a non-negative integer")
+    tries = doc.get("tries") or []
+    problem = field_problem(doc, LOADER_FIELDS) or failures_problem(doc.get("failed_items") or {})
+    if not problem and not isinstance(tries, list):
+        problem = f"'tries' is {_shown(tries)}, expected a list"
+    for n, entry in enumerate(tries if not problem else (), start=1):
+        problem = problem or try_problem(entry, f" {n}")
+    if problem:
+        raise _bad(where, problem)
     count = doc.get("processed_count")
     if id_count is not None and count is not None and count != id_count:
         raise _bad(where, f"'processed_count' is {count} but {id_count} ids are listed")
@@ -382,6 +487,9 @@ def read_run_document(doc: dict[str, Any], where: str) -> dict[str, Any]:
         raise _bad(where, "'run_id' is missing")
     if doc.get("state") not in RUN_STATES:
         raise _bad(where, f"unknown run state {doc.get('state')!r}")
+    problem = field_problem(doc, RUN_FIELDS)
+    if problem:
+        raise _bad(where, problem)
     return doc
 
 
@@ -405,4 +513,16 @@ def decode_record(data: bytes, where: str) -> dict[str, Any]:
         raise CorruptCheckpointError(f"Journal record {where} is damaged: bad 'p' or 'f'", where)
     if not isinstance(record.get("set", {}), dict) or not isinstance(record.get("try", {}), dict):
         raise CorruptCheckpointError(f"Journal record {where} is damaged: bad 'set' or 'try'", where)
+    ids = record.get("p", ())
+    problem = next((f"an id is {_shown(i)}" for i in ids if not isinstance(i, (str, int))), None)
+    if problem is None and "set" in record:
+        state = record["set"].get("state")
+        if state is not None and state not in LOADER_STATES:
+            problem = f"unknown loader state {state!r}"
+        problem = problem or field_problem(record["set"], LOADER_FIELDS, "set ")
+    problem = problem or failures_problem(record.get("f", {}))
+    if problem is None and record.get("try"):
+        problem = try_problem(record["try"])
+    if problem:
+        raise CorruptCheckpointError(f"Journal record {where} is damaged: {problem}", where)
     return record

@@ -116,6 +116,7 @@ class _Writer:
         st.tries.append(self.try_entry)
         self.pending_p: list[str] = []
         self.pending_f: dict[str, dict[str, Any]] = {}
+        self.pending_c: list[str] = []  # failures cleared since the last save
         self.dirty: dict[str, Any] = {}
         self.since_save = 0  # new marks (processed and failed) since the last save
         self.update_state(created_at=st.created_at or now, state="in_progress", error=None, completed_at=None)
@@ -177,8 +178,22 @@ class _Writer:
             }
             self.state.failed[key] = info
             self.pending_f[key] = info
+            if key in self.pending_c:  # cleared, then failed again before a save: the failure stands
+                self.pending_c.remove(key)
             self.try_entry["failed"] += 1
             self._counted(1)
+
+    def clear_failed(self, item: Any) -> bool:
+        """Take a failure off the record (its key will not come back); False when none was on record."""
+        with self.mutex:
+            self.check_open()
+            key = str(item)
+            if self.state.failed.pop(key, None) is None:
+                return False
+            self.pending_f.pop(key, None)
+            self.pending_c.append(key)
+            self._counted(1)
+            return True
 
     def count_skipped(self, n: int) -> None:
         with self.mutex:
@@ -191,7 +206,8 @@ class _Writer:
     def save(self, extra_tries: Iterable[dict[str, Any]] = ()) -> bool:
         with self.mutex:
             self.check_open()
-            if not (self.pending_p or self.pending_f or self.dirty or extra_tries or self.since_save):
+            pending = self.pending_p or self.pending_f or self.pending_c
+            if not (pending or self.dirty or extra_tries or self.since_save):
                 return False
             self.lock.check()
             now = ff.timestamp()
@@ -206,10 +222,13 @@ class _Writer:
                 record["p"] = self.pending_p
             if self.pending_f:
                 record["f"] = self.pending_f
+            if self.pending_c:
+                record["c"] = self.pending_c
             record["set"] = self.dirty
             record["try"] = self.try_entry
             self._append(record)
             self.pending_p, self.pending_f, self.dirty, self.since_save = [], {}, {}, 0
+            self.pending_c = []
             threshold = max(
                 self.settings.compact_min_bytes, self.settings.compact_ratio * self.snapshot_bytes
             )
@@ -250,6 +269,7 @@ class _Writer:
             self.store.delete(other)
             self.journal.clear(st.journal_seq)
             self.pending_p, self.pending_f, self.dirty, self.since_save = [], {}, {}, 0
+            self.pending_c = []
             self.snapshot_bytes, self.journal_bytes, self.journal_records = raw_size, 0, 0
             self.lock.check(beat=True)
 
@@ -377,6 +397,11 @@ class LoaderCheckpoint:
         """Record a failure with its error (attempts counted). Counts toward the automatic save like a
         processed mark. Ignored if the item is already processed (processed wins)."""
         self._w.mark_failed(item_id, error)
+
+    def clear_failed(self, item_id: Any, reason: str) -> bool:
+        """Take a failure off the record because its key will not come back (``reason`` is the loop's,
+        logged there); the next save records it. False when the item had no failure on record."""
+        return self._w.clear_failed(item_id)
 
     def mark_skipped(self, count: int = 1) -> None:
         """Count ``count`` items skipped because they were already processed. Saved with the next save."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,23 @@ from .state import LoaderState, read_loader_state
 from .store import Store, open_store
 
 log = logging.getLogger(__name__)
+
+
+def check_count(value: Any, what: str, minimum: int = 0) -> int:
+    """A count a user gives (``keep``, ``limit``): an int of at least ``minimum``. The one place that decides;
+    the CLI's arguments use it too. Anything else raises ValueError saying what is allowed."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{what} must be a whole number of {minimum} or more, not {value!r}")
+    return value
+
+
+@dataclass
+class CleanupPlan:
+    """What a cleanup keeps and deletes (run ids, newest first)."""
+
+    kept_newest: list[str] = field(default_factory=list)
+    doomed: list[str] = field(default_factory=list)
+    kept_running: list[str] = field(default_factory=list)
 
 
 class CheckpointManager:
@@ -160,11 +178,17 @@ class CheckpointManager:
         """Run state ``failed`` with ``error`` (the current run unless ``run_id``)."""
         self._set_run_state(run_id, "failed", error)
 
-    def list_runs(self, details: bool = False) -> list[dict[str, Any]]:
+    def list_runs(
+        self, details: bool = False, *, incomplete: bool = False, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """Runs newest first (by creation time). A damaged run file shows as state 'damaged' with its error.
 
-        With ``details`` each run carries ``loaders``: {name: summary}, as :meth:`get_run`.
+        With ``details`` each run carries ``loaders``: {name: summary}, as :meth:`get_run`. ``incomplete``:
+        only runs that are not completed; ``limit``: at most that many (``None``: all; see
+        :func:`check_count`, a negative limit is refused).
         """
+        if limit is not None:
+            check_count(limit, "limit", minimum=1)
         runs = []
         for name in self.store.list(""):
             try:
@@ -175,7 +199,9 @@ class CheckpointManager:
             except CheckpointError as exc:
                 runs.append({"run_id": name, "state": "damaged", "error": str(exc), "created_at": None})
         runs.sort(key=lambda r: (str(r.get("created_at") or ""), r["run_id"]), reverse=True)
-        return runs
+        if incomplete:
+            runs = [r for r in runs if r.get("state") != "completed"]
+        return runs if limit is None else runs[:limit]
 
     def get_run(self, run_id: str, loaders: bool = True) -> dict[str, Any]:
         """The run file plus ``loaders``: {name: summary}; damaged loader files show ``state: damaged``.
@@ -252,21 +278,28 @@ class CheckpointManager:
             self.current_run_id = None
         log.info("Deleted checkpoint run %s", run_id)
 
+    def plan_cleanup(self, keep: int = 5, force: bool = False) -> CleanupPlan:
+        """What :meth:`cleanup_old_runs` would do: the ``keep`` newest runs stay, the older ones go unless
+        they are running (or damaged) and ``force`` is not given. ``keep`` below 0 is refused."""
+        check_count(keep, "keep")
+        runs = self.list_runs()
+        plan = CleanupPlan(kept_newest=[r["run_id"] for r in runs[:keep]])
+        for run in runs[keep:]:
+            spare = run.get("state") in ("running", "damaged") and not force
+            (plan.kept_running if spare else plan.doomed).append(run["run_id"])
+        return plan
+
     def cleanup_old_runs(self, keep: int = 5, force: bool = False) -> list[str]:
         """Delete all but the ``keep`` newest runs; running (or damaged) runs only with ``force``.
 
         Returns the deleted run ids.
         """
-        if keep < 0:
-            raise ValueError("keep must be 0 or more")
-        deleted = []
-        for run in self.list_runs()[keep:]:
-            if run.get("state") in ("running", "damaged") and not force:
-                log.info("Keeping run %s: it is %s (use force to delete it)", run["run_id"], run.get("state"))
-                continue
-            self.delete_run(run["run_id"])
-            deleted.append(run["run_id"])
-        return deleted
+        plan = self.plan_cleanup(keep, force)
+        for run_id in plan.kept_running:
+            log.info("Keeping run %s: it is running or damaged (use force to delete it)", run_id)
+        for run_id in plan.doomed:
+            self.delete_run(run_id)
+        return plan.doomed
 
     def unlock(self, run_id: str, name: str) -> dict[str, Any] | None:
         """Break the writer lock of a loader, whoever holds it. Returns the holder it had, or None."""

@@ -130,6 +130,9 @@ class LoaderState:
         for item, info in record.get("f", {}).items():
             if item not in processed:
                 failed[item] = info
+        cleared = record.get("c", ())  # failures the loop cleared (their key never comes back)
+        for item in cleared if isinstance(cleared, list) else ():
+            failed.pop(str(item), None)
         for key, value in record.get("set", {}).items():
             if key in _SET_FIELDS:
                 setattr(self, key, value)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointLockedError
+from .errors import CheckpointLockedError, JournalBrokenError
 from .process import pid_alive
 
 log = logging.getLogger(__name__)
@@ -274,6 +274,7 @@ class LocalJournal(Journal):
         self.where = str(path)
         self.fsync = fsync
         self._fd: int | None = None
+        self._broken: str | None = None  # why appends are refused (a failed append not rolled back)
 
     def read(self) -> list[RawRecord]:
         try:
@@ -290,17 +291,44 @@ class LocalJournal(Journal):
         return records
 
     def append(self, seq: int, data: bytes) -> None:
+        """Append one record, or leave the file as it was: a write or sync that fails (a full disk) is
+        rolled back to the last good length, so no fragment is left for the next record to land on. If even
+        that fails, every later append is refused until the loader is opened again (which cuts the tail)."""
+        if self._broken:
+            raise JournalBrokenError(
+                f"Journal {self.where} has an incomplete record this writer could not remove "
+                f"({self._broken}); it saves nothing more. Open the loader again (retry the task): the "
+                "next writer cuts the incomplete record. See docs/checkpoints.md, 'Recovery'."
+            )
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             existed = self.path.exists()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             if not existed and self.fsync:
                 _fsync_dir(self.path.parent)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        if self.fsync:
-            os.fdatasync(self._fd)
+        good = os.lseek(self._fd, 0, os.SEEK_END)  # the last good length: one writer holds the lock
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            if self.fsync:
+                os.fdatasync(self._fd)
+        except BaseException as exc:
+            self._roll_back(good, exc)
+            raise
+
+    def _roll_back(self, good: int, cause: BaseException) -> None:
+        try:
+            os.ftruncate(self._fd, good)  # shrinking needs no free space
+            if self.fsync:
+                os.fdatasync(self._fd)
+        except OSError as exc:
+            self._broken = f"{cause!r}, then {exc!r} while cutting it"
+            log.error("Journal %s: could not roll back a failed append: %s", self.where, self._broken)
+        else:
+            log.warning(
+                "Journal %s: a failed append (%r) was rolled back to %d bytes", self.where, cause, good
+            )
 
     def clear(self, through_seq: int) -> None:
         self.close()

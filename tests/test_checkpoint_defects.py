@@ -1,0 +1,283 @@
+"""The checkpoint-side defects of issue 12 (deliverable 5), each with the test that would have caught it:
+negative counts in the CLI, a failed journal append on a full disk, snapshot fields of the wrong type,
+removing the lock of a live writer, a delete that fails half-way, a SIGKILLed writer shown as running,
+a closed stdout pipe, and resume's "(was None)"."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from tk_checkpoint import (
+    CheckpointManager,
+    CorruptCheckpointError,
+    LoaderCheckpoint,
+)
+from tk_checkpoint.cli import main
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+RUN = "manual__2026-12-01T10:00:00+00:00"
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def three_runs(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    for n in range(3):
+        mgr.start_new_run(f"run_{n}", dag_id="tk_ingest")
+        mgr.complete_run()
+        time.sleep(0.002)  # distinct creation times: newest first is run_2, run_1, run_0
+    return mgr
+
+
+# --- 1. negative counts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("cleanup", "--keep", "-1"),
+        ("cleanup", "--keep", "many"),
+        ("list", "--limit", "-1"),
+        ("list", "--limit", "0"),
+        ("list", "--limit", "1e3"),
+        ("show", "--run-id", "run_0", "--failures", "-5"),
+    ],
+)
+def test_negative_or_bad_counts_are_refused_and_nothing_is_deleted(three_runs, capsys, argv):
+    code, out, err = run_cli(capsys, *argv, "--base", three_runs.checkpoint_dir)
+    assert code == 2, (out, err)
+    assert "must be a whole number" in err and "Traceback" not in err
+    assert [r["run_id"] for r in three_runs.list_runs()] == ["run_2", "run_1", "run_0"]
+
+
+def test_the_engine_decides_limit_and_keep(three_runs, capsys):
+    assert [r["run_id"] for r in three_runs.list_runs(limit=2)] == ["run_2", "run_1"]
+    for bad in (-1, 0, True, "2"):
+        with pytest.raises(ValueError, match="limit must be"):
+            three_runs.list_runs(limit=bad)
+    with pytest.raises(ValueError, match="keep must be"):
+        three_runs.cleanup_old_runs(keep=-1)
+    plan = three_runs.plan_cleanup(keep=1)
+    assert (plan.kept_newest, plan.doomed) == (["run_2"], ["run_1", "run_0"])
+    code, out, _ = run_cli(capsys, "list", "--limit", "2", "--json", "--base", three_runs.checkpoint_dir)
+    assert code == 0 and [r["run_id"] for r in json.loads(out)] == ["run_2", "run_1"]
+    code, out, _ = run_cli(capsys, "cleanup", "--keep", "1", "--json", "--base", three_runs.checkpoint_dir)
+    assert json.loads(out) == {"deleted": ["run_1", "run_0"], "kept_running": [], "kept_newest": ["run_2"]}
+
+
+# --- 2. a full disk during a journal append ------------------------------------------------------
+
+
+def _fail_writes_after(monkeypatch, allowed: int) -> None:
+    """os.write writes ``allowed`` more bytes, then fails with ENOSPC (as a full disk does), once."""
+    real = os.write
+    budget = {"left": allowed, "armed": True}
+
+    def write(fd, data):
+        if not budget["armed"]:
+            return real(fd, data)
+        if budget["left"] <= 0:
+            budget["armed"] = False
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = real(fd, bytes(memoryview(data)[: budget["left"]]))
+        budget["left"] -= n
+        return n
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("allowed", [0, 1, 17, 60])
+def test_a_failed_append_is_rolled_back_so_saved_means_durable(tmp_path, monkeypatch, allowed):
+    mgr = CheckpointManager(tmp_path, save_interval=0)
+    mgr.start_new_run(RUN)
+    cp = LoaderCheckpoint(mgr, "load_zaak")
+    cp.mark_processed_many(["a", "b"])
+    assert cp.save_progress()
+    journal = tmp_path / RUN / "loaders" / "load_zaak.journal.jsonl"
+    good = journal.read_bytes()
+    cp.mark_processed_many(["c", "d"])
+    _fail_writes_after(monkeypatch, allowed)
+    with pytest.raises(OSError, match="No space left"):
+        cp.save_progress()
+    assert journal.read_bytes() == good  # no fragment left behind
+    monkeypatch.undo()
+    cp.mark_processed("e")
+    assert cp.save_progress()  # the ids of the failed save go with this one
+    cp.fail("stopped")
+    state = CheckpointManager(tmp_path).read_loader(RUN, "load_zaak")  # no damage on the next read
+    assert sorted(state.processed) == ["a", "b", "c", "d", "e"] and state.state == "failed"
+    reopened = LoaderCheckpoint(CheckpointManager(tmp_path), "load_zaak", run_id=RUN)
+    assert reopened.processed_count == 5 and not reopened.get_progress()["incidents"]
+    reopened.close()
+
+
+def test_an_append_that_cannot_be_rolled_back_refuses_further_saves(tmp_path, monkeypatch):
+    mgr = CheckpointManager(tmp_path, save_interval=0)
+    mgr.start_new_run(RUN)
+    cp = LoaderCheckpoint(mgr, "load_zaak")
+    cp.mark_processed("a")
+    _fail_writes_after(monkeypatch, 9)
+
+    def no_truncate(fd, length):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
+    with pytest.raises(OSError, match="No space left"):
+        cp.save_progress()
+    monkeypatch.undo()
+    cp.mark_processed("b")
+    with pytest.raises(Exception, match="saves nothing more") as refused:
+        cp.save_progress()
+    assert type(refused.value).__name__ == "JournalBrokenError"
+    cp._w.abandon()
+    # the next writer cuts the fragment; nothing it reports was lost (a and b were never reported saved)
+    again = LoaderCheckpoint(CheckpointManager(tmp_path), "load_zaak", run_id=RUN)
+    assert again.processed_count == 0
+    again.mark_processed_many(["a", "b"])
+    again.complete()
+    assert sorted(CheckpointManager(tmp_path).read_loader(RUN, "load_zaak").processed) == ["a", "b"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_really_full_disk_loses_nothing_reported_saved(small_tmpfs):
+    mgr = CheckpointManager(small_tmpfs, save_interval=0, fsync=True)
+    mgr.start_new_run(RUN)
+    cp = LoaderCheckpoint(mgr, "load_zaak")
+    saved: list[str] = []
+    failures = 0
+    for n in range(5000):
+        ids = [f"{n:05d}-{k}-" + "x" * 40 for k in range(5)]
+        cp.mark_processed_many(ids)
+        try:
+            cp.save_progress()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+            failures += 1
+            if failures == 3:
+                break
+        else:
+            saved.extend(ids)
+    assert failures == 3 and saved  # the disk did fill up, after some saves
+    cp._w.abandon()
+    state = CheckpointManager(small_tmpfs).read_loader(RUN, "load_zaak")
+    assert set(saved) <= set(state.processed)  # read back without damage, every id reported saved
+    assert state.incidents == []
+
+
+# --- 3. snapshot fields of the wrong type --------------------------------------------------------
+
+WRONG_FIELDS = [
+    ("total_items", "lots"),
+    ("tries", [1]),
+    ("tries", "many"),
+    ("failed_items", {"z-bad": "boom"}),
+    ("failed_items", [1]),
+    ("meta", [1]),
+    ("skipped_count", -3),
+    ("error", {"no": "text"}),
+    ("updated_at", 12),
+]
+
+
+def damaged_loader(base: Path, field: str, value) -> CheckpointManager:
+    """A run whose loader snapshot holds ``field: value``; its journal holds one more item."""
+    mgr = CheckpointManager(base, save_interval=0)
+    mgr.start_new_run(RUN, dag_id="tk_ingest")
+    with LoaderCheckpoint(mgr, "load_zaak", try_number=1) as cp:
+        cp.set_total_items(4)
+        cp.mark_processed_many(["a", "b"])
+        cp.mark_failed("z-bad", "Neo.ClientError")
+        cp.compact()
+        cp.mark_processed("c")  # in the journal only
+    snapshot = base / RUN / "loaders" / "load_zaak.json"
+    doc = json.loads(snapshot.read_text())
+    doc[field] = value
+    snapshot.write_text(json.dumps(doc))
+    return mgr
+
+
+@pytest.mark.parametrize(("field", "value"), WRONG_FIELDS)
+def test_a_snapshot_field_of_the_wrong_type_is_damage(tmp_path, capsys, field, value):
+    mgr = damaged_loader(tmp_path, field, value)
+    base = str(tmp_path)
+    code, out, err = run_cli(capsys, "list", "--base", base)
+    assert code == 3 and "DAMAGED" in out and "Traceback" not in out + err
+    code, out, err = run_cli(capsys, "show", "--run-id", RUN, "--base", base)
+    assert code == 3 and any(what in out for what in (f"'{field}' is", "try 1 is", "failed item"))
+    assert "is damaged" in out and "Traceback" not in out + err
+    code, out, _ = run_cli(capsys, "show", "--run-id", RUN, "--json", "--base", base)
+    assert json.loads(out)["loaders"]["load_zaak"]["state"] == "damaged"
+    # the writer (an Airflow retry) sets the snapshot aside, as for any damaged snapshot ...
+    with pytest.raises(CorruptCheckpointError) as raised:
+        LoaderCheckpoint(mgr, "load_zaak", run_id=RUN, try_number=2)
+    assert raised.value.set_aside and Path(raised.value.set_aside).exists()
+    # ... and the next try continues from the journal (the set-aside snapshot's items are done again)
+    with LoaderCheckpoint(CheckpointManager(tmp_path), "load_zaak", run_id=RUN, try_number=3) as cp:
+        assert cp.is_processed("c") and cp.get_progress()["incidents"]
+        cp.mark_processed_many(["a", "b", "d"])
+        cp.complete()
+    code, out, _ = run_cli(capsys, "show", "--run-id", RUN, "--base", base)
+    assert code == 0 and "completed" in out and "Set-aside damaged file" in out
+
+
+@pytest.mark.parametrize(
+    ("member", "value"),
+    [("set", {"total_items": "lots"}), ("f", {"x": "boom"}), ("try", {"processed": "many"}), ("p", [{}])],
+)
+def test_a_journal_record_field_of_the_wrong_type_is_damage(tmp_path, capsys, member, value):
+    mgr = CheckpointManager(tmp_path, save_interval=0)
+    mgr.start_new_run(RUN)
+    with LoaderCheckpoint(mgr, "load_zaak") as cp:
+        cp.mark_processed("a")
+    journal = tmp_path / RUN / "loaders" / "load_zaak.journal.jsonl"
+    last = json.loads(journal.read_text().splitlines()[-1])
+    bad = {"seq": last["seq"] + 1, "at": last["at"], member: value}
+    with journal.open("a") as f:
+        f.write(json.dumps(bad) + "\n")
+    code, out, err = run_cli(capsys, "list", "--base", str(tmp_path))
+    assert code == 3 and "DAMAGED" in out and "Traceback" not in out + err
+    with pytest.raises(CorruptCheckpointError, match="good records before it were kept"):
+        LoaderCheckpoint(mgr, "load_zaak", run_id=RUN)
+    with LoaderCheckpoint(mgr, "load_zaak", run_id=RUN) as cp:
+        assert cp.is_processed("a")
+
+
+def test_a_run_file_field_of_the_wrong_type_is_damage(tmp_path, capsys):
+    mgr = CheckpointManager(tmp_path)
+    mgr.start_new_run(RUN, conf={"start_date": "2024-06-01"})
+    run_file = tmp_path / RUN / "run.json"
+    doc = json.loads(run_file.read_text())
+    doc["conf"] = ["start_date"]
+    run_file.write_text(json.dumps(doc))
+    code, out, err = run_cli(capsys, "list", "--base", str(tmp_path))
+    assert code == 3 and "DAMAGED" in out and "Traceback" not in err
+    code, out, _ = run_cli(capsys, "list", "--json", "--base", str(tmp_path))
+    assert "'conf' is" in json.loads(out)[0]["error"]
+    mgr.start_new_run(RUN)  # the run file holds no progress: set aside, a new one written
+    assert mgr.get_run(RUN)["state"] == "running"
