@@ -1,8 +1,9 @@
 """The ledger: what the load loop needs of a checkpoint, and nothing more.
 
 The loop (``include.loaders.load``) is the only code that talks to a ledger. It asks whether an item is
-already done, records each committed batch and each failed item, counts skips once per streak, makes its
-records durable (``save_progress``) and ends the ledger with ``complete`` or ``fail``.
+already done, records each committed batch and each failed item, counts skips once per streak, takes
+failures off the record whose key never comes back (``clear_failed``), makes its records durable
+(``save_progress``) and ends the ledger with ``complete`` or ``fail``.
 
 Two implementations:
 
@@ -55,6 +56,11 @@ class Ledger(Protocol):
         """Count ``count`` items skipped because they were already processed."""
         ...
 
+    def clear_failed(self, item_id: str, reason: str) -> bool:
+        """Take a failure off the record because its key will not come back (``reason`` says why: the
+        API no longer serves it in the window, …); False when the item had no failure on record."""
+        ...
+
     def save_progress(self) -> bool:
         """Make everything recorded so far durable; False when there was nothing new."""
         ...
@@ -90,6 +96,9 @@ class NullLedger:
 
     def mark_skipped(self, count: int = 1) -> None:
         pass
+
+    def clear_failed(self, item_id: str, reason: str) -> bool:
+        return False
 
     def save_progress(self) -> bool:
         return False

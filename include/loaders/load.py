@@ -11,7 +11,12 @@
    batch. A batch that fails on its *data* is bisected until the bad items are alone; they are marked
    failed with the error, the others proceed;
 2. **retry the failures**: items that failed in Neo4j get a bounded number of retry rounds with backoff
-   (items of earlier tries come back by themselves: they are in the window and not marked processed);
+   (items of earlier tries come back by themselves: they are in the window and not marked processed).
+   A failure on record whose key the complete stream did not bring back is checked with the API (the
+   row by its key): when the API no longer serves it, or serves it changed outside the window, or the
+   key is a row without ``Id`` (which has no key to ask for), the failure is cleared from the ledger
+   with the reason logged and counted (``LoadResult.cleared``); one the API still serves in the window
+   stays on record (``docs/checkpoints.md``, "What clears a failure");
 3. **finish**: the ledger is saved and completed, a summary line logged (processed / skipped / failed /
    total, items per second).
 
@@ -50,6 +55,10 @@ DEFAULT_RETRY_BACKOFF = 2.0
 DEFAULT_PROGRESS_SECONDS = 30.0
 MAX_RETRY_POOL = 10_000
 """At most this many failed items are kept in memory for the in-loop retry; more wait for the next try."""
+MAX_STALE_LOOKUPS = 1_000
+"""At most this many stale failures are checked with the API per call; more wait for the next try."""
+WATERMARK = "ApiGewijzigdOp"
+NO_ID_PREFIX = "no-Id:"
 
 
 class PageSource(Protocol):
@@ -66,6 +75,10 @@ class PageSource(Protocol):
         expand: Sequence[str] | None = None,
     ) -> Iterator[list[dict[str, Any]]]: ...
 
+    def get_entity(
+        self, entity_set: str, entity_id: str, select: Sequence[str] | None = None
+    ) -> dict[str, Any] | None: ...
+
 
 @dataclass
 class LoadResult:
@@ -80,6 +93,7 @@ class LoadResult:
         total: items in the window by the API's count (None when not counted).
         seen: items the stream delivered.
         retried: item attempts made by the in-loop retry rounds.
+        cleared: failures of earlier tries taken off the record because their key never comes back.
         seconds: wall time of the call.
         failed_ids: up to 20 of the failed keys, for messages.
     """
@@ -92,6 +106,7 @@ class LoadResult:
     total: int | None = None
     seen: int = 0
     retried: int = 0
+    cleared: int = 0
     seconds: float = 0.0
     failed_ids: list[str] = field(default_factory=list)
 
@@ -107,9 +122,11 @@ class LoadResult:
 
     def summary_line(self) -> str:
         total = self.total if self.total is not None else self.seen
+        cleared = f", {self.cleared} stale failure(s) cleared" if self.cleared else ""
         return (
             f"✅ {self.entity}: {self.processed} processed / {self.skipped} skipped / {self.failed} failed / "
-            f"{total} total ({self.deleted} deleted) in {self.seconds:.1f} s, {self.rate:.1f} items/s"
+            f"{total} total ({self.deleted} deleted{cleared}) in {self.seconds:.1f} s, "
+            f"{self.rate:.1f} items/s"
         )
 
 
@@ -215,6 +232,8 @@ class _Loop:
         """Items that failed in Neo4j in this call, for the retry rounds (at most MAX_RETRY_POOL)."""
         self.failing: set[str] = set()
         """Keys that failed in this call and have not committed since."""
+        self.unseen_failures: set[str] = set()
+        """Keys on record as failed by earlier tries that the stream has not brought back (yet)."""
         self.skip_streak = 0
         self.count: WindowCount | None = None
         self.last_progress_time = time.monotonic()
@@ -231,6 +250,7 @@ class _Loop:
             # slow one on the real API, and only the progress percentage needs it.
             self.count = WindowCount(lambda: self.client.count(ent.entity_set, self.start, self.end))
         earlier = self.ledger.failed_items()
+        self.unseen_failures = set(earlier)
         # Only ids an earlier try processed can be skipped: a first try (nothing on record) need not ask.
         resuming = self.ledger.processed_count > 0
         lo, hi = (t.isoformat() if t else None for t in (self.start, self.end))
@@ -258,7 +278,9 @@ class _Loop:
         self.batches.flush()
 
     def retry_failures(self, *, max_retries: int, backoff: float, sleep: Callable[[float], None]) -> None:
-        """Step 2: bounded retry rounds, with backoff, for the items that failed in Neo4j in this call."""
+        """Step 2: stale failures cleared (:meth:`clear_stale_failures`); then bounded retry rounds, with
+        backoff, for the items that failed in Neo4j in this call."""
+        self.clear_stale_failures()
         for attempt in range(1, max_retries + 1):
             if not self.retry_pool:
                 return
@@ -278,6 +300,69 @@ class _Loop:
                 self.batches.add(item)
             self.batches.flush()
 
+    def clear_stale_failures(self) -> None:
+        """Take off the record the earlier tries' failures whose key the complete stream did not bring
+        back and never will: each is checked with the API by its key (:meth:`_stale_reason`)."""
+        stale = sorted(self.unseen_failures - self.failing)
+        self.unseen_failures = set()
+        if not stale:
+            return
+        log.info(
+            "🔎 %d %s failure(s) on record did not come back in the window; checking them with the API",
+            len(stale),
+            self.entity.name,
+        )
+        if len(stale) > MAX_STALE_LOOKUPS:
+            log.warning("Checking the first %d of them; the rest wait for the next try", MAX_STALE_LOOKUPS)
+        for key in stale[:MAX_STALE_LOOKUPS]:
+            reason = self._stale_reason(key)
+            if reason is None:
+                continue
+            if self.ledger.clear_failed(key, reason):
+                self.result.cleared += 1
+                log.info("🧹 %s %s: failure cleared: %s", self.entity.name, key, reason)
+        if self.result.cleared:
+            self.ledger.save_progress()
+
+    def _stale_reason(self, key: str) -> str | None:
+        """Why the failure of ``key`` will never come back in this window, or None to keep it on record."""
+        if key.startswith(NO_ID_PREFIX):
+            return (
+                "a row served without Id that the window no longer serves (fixed or gone); "
+                "it has no key to ask the API for"
+            )
+        if self.ledger.is_processed(key):
+            return "already processed"
+        from include.loaders.api import ApiError  # the client's error; a fake client raises none
+
+        try:
+            row = self.client.get_entity(self.entity.entity_set, key, select=["Id", WATERMARK])
+        except ApiError as e:
+            log.warning(
+                "%s %s: could not check the failure with the API (%s); kept", self.entity.name, key, e
+            )
+            return None
+        if row is None:
+            return "the API no longer serves it (HTTP 404 for its key)"
+        changed = _parse_time(row.get(WATERMARK))
+        if changed is None:
+            log.warning(
+                "%s %s: the API serves it without a readable %s; kept", self.entity.name, key, WATERMARK
+            )
+            return None
+        before = self.start is not None and changed < self.start
+        if before or (self.end is not None and changed >= self.end):
+            return (
+                f"it moved out of the window ({WATERMARK} now {changed.isoformat()}); "
+                "the run of the window it moved to loads it"
+            )
+        log.warning(
+            "%s %s: the API serves it in the window but the stream did not bring it; kept on record",
+            self.entity.name,
+            key,
+        )
+        return None
+
     def finish(self) -> LoadResult:
         """Step 3: the ledger saved and completed, the summary logged."""
         self.batches.close()
@@ -295,7 +380,7 @@ class _Loop:
         if result.failed:
             log.warning(
                 "⚠️ %d %s items failed and are on record with their error (e.g. %s); a retry or clear of "
-                "the task retries them",
+                "the task retries those the window still serves and clears those it no longer serves",
                 result.failed,
                 self.entity.name,
                 ", ".join(result.failed_ids[:5]),
@@ -330,6 +415,8 @@ class _Loop:
         for raw in page:
             self.result.seen += 1
             key = item_key(raw)  # derived once: the ledger's key and the node's id
+            if self.unseen_failures:
+                self.unseen_failures.discard(key)  # an earlier failure that came back
             if resuming and self.ledger.is_processed(key):
                 self.skip_streak += 1
                 continue
@@ -405,6 +492,17 @@ class _Loop:
             log.info("📊 Progress: %d items", done)
         if self.failing:
             log.warning("⚠️ %d items failed during processing", len(self.failing))
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """An OData DateTimeOffset (``2024-06-01T12:00:00.123+02:00``, ``…Z``) as an aware datetime, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
 
 
 # ==================================================================================================

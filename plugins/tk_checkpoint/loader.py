@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import fileformat as ff
-from .errors import CheckpointError
+from .errors import CheckpointError, WriterDisplacedError
 from .lock import WriterLock
 from .names import clip_error, loader_keys, validate_name
 from .present import format_progress
@@ -279,6 +279,11 @@ class _Writer:
             if self.closed:
                 return
             try:
+                if self.lock.displaced:  # another writer owns the files now (or they are gone): hands off
+                    if outcome == "failed":
+                        log.error("Not recording the failure of %s/%s: %s", self.run_id, self.name, self.lock.displaced)
+                        return
+                    raise WriterDisplacedError(self.lock.displaced)
                 now = ff.timestamp()
                 self.try_entry.update(ended_at=now, outcome=outcome)
                 if state == "completed":
