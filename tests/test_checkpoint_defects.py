@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from tk_checkpoint import (
+    CheckpointLockedError,
     CheckpointManager,
     CorruptCheckpointError,
     LoaderCheckpoint,
@@ -281,3 +282,77 @@ def test_a_run_file_field_of_the_wrong_type_is_damage(tmp_path, capsys):
     assert "'conf' is" in json.loads(out)[0]["error"]
     mgr.start_new_run(RUN)  # the run file holds no progress: set aside, a new one written
     assert mgr.get_run(RUN)["state"] == "running"
+
+
+# --- 4. unlock / delete of a loader whose writer is alive; the displaced writer --------------------
+
+
+def _journal_bytes(base: Path) -> bytes:
+    return (base / RUN / "loaders" / "load_zaak.journal.jsonl").read_bytes()
+
+
+@pytest.fixture
+def live_writer(tmp_path):
+    mgr = CheckpointManager(tmp_path, save_interval=0)
+    mgr.start_new_run(RUN)
+    cp = LoaderCheckpoint(mgr, "load_zaak", try_number=1)
+    cp.mark_processed("a")
+    cp.save_progress()
+    yield cp
+    cp._w.abandon()
+
+
+@pytest.mark.parametrize("command", [("unlock", "--loader", "load_zaak"), ("delete", "--yes")])
+def test_a_live_writer_is_not_unlocked_or_deleted_without_force(live_writer, tmp_path, capsys, command):
+    base = str(tmp_path)
+    code, _, err = run_cli(capsys, command[0], "--run-id", RUN, *command[1:], "--base", base)
+    assert code == 3 and "Traceback" not in err
+    assert f"pid {os.getpid()}" in err and "is alive" in err and "--force" in err
+    assert (tmp_path / RUN / "loaders" / "load_zaak.lock").exists()
+    live_writer.mark_processed("b")
+    assert live_writer.save_progress()  # undisturbed
+
+    code, _, err = run_cli(capsys, command[0], "--run-id", RUN, *command[1:], "--force", "--base", base)
+    assert code == 0, err
+    before = _journal_bytes(tmp_path) if command[0] == "unlock" else None
+    live_writer.mark_processed("c")
+    with pytest.raises(CheckpointLockedError, match="displaced") as displaced:
+        live_writer.save_progress()
+    assert type(displaced.value).__name__ == "WriterDisplacedError"
+    assert "removed" in str(displaced.value) and "empty or unreadable" not in str(displaced.value)
+    with pytest.raises(CheckpointLockedError, match="displaced"):
+        live_writer.complete()  # says so again, and records nothing
+    live_writer.fail("it went on")
+    if command[0] == "unlock":
+        assert _journal_bytes(tmp_path) == before
+        state = CheckpointManager(tmp_path).read_loader(RUN, "load_zaak")
+        assert sorted(state.processed) == ["a", "b"] and state.state == "in_progress"
+    else:
+        assert not (tmp_path / RUN).exists()  # the displaced writer did not bring the folder back
+
+
+def test_a_writer_whose_lock_was_taken_says_so_and_appends_nothing(live_writer, tmp_path):
+    lock = tmp_path / RUN / "loaders" / "load_zaak.lock"
+    lock.write_text(json.dumps({"host": "worker-9", "pid": 1, "token": "other", "heartbeat_at": "x"}))
+    before = _journal_bytes(tmp_path)
+    live_writer.mark_processed("b")
+    with pytest.raises(CheckpointLockedError, match="displaced: its lock was taken over by host worker-9"):
+        live_writer.save_progress()
+    live_writer.fail("boom")
+    assert _journal_bytes(tmp_path) == before and json.loads(lock.read_text())["token"] == "other"
+
+
+def test_another_hosts_lock_is_alive_while_its_heartbeat_is_fresh(tmp_path, capsys):
+    from tk_checkpoint.fileformat import timestamp
+
+    mgr = CheckpointManager(tmp_path)
+    mgr.start_new_run(RUN)
+    LoaderCheckpoint(mgr, "load_zaak").close()
+    lock = tmp_path / RUN / "loaders" / "load_zaak.lock"
+    argv = ("unlock", "--run-id", RUN, "--loader", "load_zaak", "--base", str(tmp_path))
+    lock.write_text(json.dumps({"host": "worker-9", "pid": 77, "heartbeat_at": timestamp()}))
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 3 and "host worker-9 pid 77" in err
+    lock.write_text(json.dumps({"host": "worker-9", "pid": 77, "heartbeat_at": "2020-01-01T00:00:00+00:00"}))
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0 and "Removed the lock" in out and not lock.exists()

@@ -91,7 +91,7 @@ def cmd_delete(args: argparse.Namespace, mgr: CheckpointManager) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("Nothing deleted.")
             return EXIT_NOT_FOUND
-    mgr.delete_run(args.run_id)
+    mgr.delete_run(args.run_id, force=args.force)
     if args.json:
         _emit_json({"deleted": [args.run_id]})
     else:
@@ -105,7 +105,7 @@ def cmd_cleanup(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     doomed, spared = plan.doomed, plan.kept_running
     if not args.dry_run:
         for run_id in doomed:
-            mgr.delete_run(run_id)
+            mgr.delete_run(run_id, force=args.force)
     if args.json:
         _emit_json({"deleted": doomed, "kept_running": spared, "kept_newest": plan.kept_newest})
         return EXIT_OK
@@ -123,7 +123,7 @@ def cmd_cleanup(args: argparse.Namespace, mgr: CheckpointManager) -> int:
 def cmd_unlock(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     """Break the writer lock of a loader whose writer is gone."""
     mgr.get_run(args.run_id, loaders=False)  # "Run not found" first
-    holder = mgr.unlock(args.run_id, args.loader)
+    holder = mgr.unlock(args.run_id, args.loader, force=args.force)
     if args.json:
         _emit_json({"run_id": args.run_id, "loader": args.loader, "removed_lock": holder})
     elif holder is None:
@@ -154,6 +154,13 @@ def _count(what: str, minimum: int = 0) -> Callable[[str], int]:
 
 
 RUN_ID: Arg = (("--run-id",), {"required": True, "help": "the run id (the Airflow run_id)"})
+FORCE: Arg = (
+    ("--force",),
+    {
+        "action": "store_true",
+        "help": "even when a live writer holds a loader (it then stops at its next save)",
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -194,7 +201,7 @@ COMMANDS: tuple[Command, ...] = (
         "delete",
         "delete a run (asks unless --yes)",
         cmd_delete,
-        (RUN_ID, (("--yes", "-y"), {"action": "store_true", "help": "do not ask"})),
+        (RUN_ID, (("--yes", "-y"), {"action": "store_true", "help": "do not ask"}), FORCE),
     ),
     Command(
         "cleanup",
@@ -219,6 +226,7 @@ COMMANDS: tuple[Command, ...] = (
         (
             RUN_ID,
             (("--loader",), {"required": True, "help": "the loader name, e.g. load_zaak or load_zaak.3"}),
+            FORCE,
         ),
     ),
 )

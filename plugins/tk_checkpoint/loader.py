@@ -281,7 +281,12 @@ class _Writer:
             try:
                 if self.lock.displaced:  # another writer owns the files now (or they are gone): hands off
                     if outcome == "failed":
-                        log.error("Not recording the failure of %s/%s: %s", self.run_id, self.name, self.lock.displaced)
+                        log.error(
+                            "Not recording the failure of %s/%s: %s",
+                            self.run_id,
+                            self.name,
+                            self.lock.displaced,
+                        )
                         return
                     raise WriterDisplacedError(self.lock.displaced)
                 now = ff.timestamp()

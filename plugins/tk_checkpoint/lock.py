@@ -25,7 +25,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from .errors import CheckpointLockedError
+from .errors import CheckpointLockedError, WriterDisplacedError
 from .fileformat import timestamp
 from .process import pid_alive, process_start
 from .settings import DEFAULT_STALE_AFTER
@@ -53,6 +53,22 @@ def read_holder(store: Store, key: str) -> dict[str, Any] | None:
     except ValueError:
         return {}
     return holder if isinstance(holder, dict) else {}
+
+
+def holder_alive(holder: dict[str, Any] | None, stale_after: float = DEFAULT_STALE_AFTER) -> bool | None:
+    """Whether the writer holding a lock still runs: None when there is no lock. On this host its pid
+    decides (and the pid's start time, against reuse); on another host a heartbeat newer than
+    ``stale_after`` seconds counts as alive. An empty or unreadable lock has no live holder."""
+    if holder is None:
+        return None
+    if not holder:
+        return False
+    pid = holder.get("pid")
+    if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not isinstance(pid, bool):
+        start = holder.get("pid_start")
+        return pid_alive(pid, start if isinstance(start, str) else None)
+    age = _age(holder.get("heartbeat_at"))
+    return age is not None and age <= stale_after
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
@@ -88,6 +104,7 @@ class WriterLock:
         self.held = False
         self.info: dict[str, Any] = {}
         self.taken_over: dict[str, Any] | None = None
+        self.displaced: str | None = None  # why this writer lost its lock (it then writes nothing more)
         self._last_beat = 0.0
 
     def read_holder(self) -> dict[str, Any] | None:
@@ -158,24 +175,40 @@ class WriterLock:
         raise CheckpointLockedError(f"Could not take the lock of {self.label}: it keeps changing hands.")
 
     def check(self, *, beat: bool = False) -> None:
-        """Fail if another writer took the lock over; refresh the heartbeat when due (or when ``beat``)."""
+        """Fail if this writer lost its lock (removed, or taken over by another writer): it is displaced and
+        must write nothing more. Refresh the heartbeat when due (or when ``beat``)."""
+        if self.displaced:
+            raise WriterDisplacedError(self.displaced)
         if not self.held:
             return
         due = beat or time.monotonic() - self._last_beat >= HEARTBEAT_EVERY
         if not due and not self.store.is_local:
             return  # on object storage a read per save is too dear: check with the heartbeat
         holder = self.read_holder()
-        if not holder or holder.get("token") != self.info["token"]:
-            self.held = False
-            raise CheckpointLockedError(
-                f"The lock of {self.label} was taken over by {describe_holder(holder or {})}; this writer "
-                "stops so that only one writer owns the file.",
+        if holder is None:
+            self._displace(
+                f"This writer of {self.label} was displaced: its lock was removed (`tk-checkpoint unlock` "
+                "or `delete`, or the run's files were deleted). It stops and writes nothing more; what it "
+                "marked since its last save is not recorded. Retry the task to continue from the last save.",
+                holder,
+            )
+        if holder.get("token") != self.info["token"]:
+            self._displace(
+                f"This writer of {self.label} was displaced: its lock was taken over by "
+                f"{describe_holder(holder)}. It stops and writes nothing more so that only one writer owns "
+                "the file; what it marked since its last save is not recorded.",
                 holder,
             )
         if due:
             self.info["heartbeat_at"] = timestamp()
             self.store.write(self.key, json.dumps(self.info).encode(), fsync=False)
             self._last_beat = time.monotonic()
+
+    def _displace(self, message: str, holder: dict[str, Any] | None) -> None:
+        self.held = False
+        self.displaced = message
+        log.error("%s", message)
+        raise WriterDisplacedError(message, holder)
 
     def release(self) -> None:
         if not self.held:
@@ -184,15 +217,36 @@ class WriterLock:
         holder = self.read_holder()
         if holder and holder.get("token") == self.info["token"]:
             self.store.delete(self.key)
+        elif holder is None:
+            log.warning("The lock of %s was removed while this writer held it (it was displaced)", self.label)
         else:
             log.warning(
-                "The lock of %s is no longer ours (%s); leaving it", self.label, describe_holder(holder or {})
+                "The lock of %s is no longer ours (%s); leaving it", self.label, describe_holder(holder)
             )
 
 
-def break_lock(store: Store, key: str) -> dict[str, Any] | None:
-    """Remove a lock whatever its holder (``tk-checkpoint unlock``); returns what it held."""
+def refuse_if_alive(holder: dict[str, Any] | None, label: str, action: str, stale_after: float) -> None:
+    """Raise CheckpointLockedError naming the holder when a live writer holds the lock ``action`` would
+    break (``unlock``, ``delete``); ``--force`` skips this check."""
+    if holder_alive(holder, stale_after):
+        assert holder is not None
+        raise CheckpointLockedError(
+            f"Refusing to {action}: loader {label} is locked by {describe_holder(holder)}, and that writer "
+            "is alive (same host: its pid runs; another host: its heartbeat is recent). Stop it first (or "
+            "let it finish), or add --force to go ahead anyway: the writer then stops at its next save "
+            "without recording what it marked since its last one.",
+            holder,
+        )
+
+
+def break_lock(
+    store: Store, key: str, *, label: str = "", force: bool = False, stale_after: float = DEFAULT_STALE_AFTER
+) -> dict[str, Any] | None:
+    """Remove a lock (``tk-checkpoint unlock``); returns what it held. A live holder is refused
+    (:func:`refuse_if_alive`) unless ``force``."""
     holder = read_holder(store, key)
     if holder is not None:
+        if not force:
+            refuse_if_alive(holder, label or key, "unlock it", stale_after)
         store.delete(key)
     return holder

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import fileformat as ff
 from .errors import CheckpointError, CorruptCheckpointError, InvalidNameError, RunNotFoundError
-from .lock import break_lock, read_holder
+from .lock import break_lock, read_holder, refuse_if_alive
 from .names import (
     clip_error,
     loader_keys,
@@ -268,11 +268,16 @@ class CheckpointManager:
                 return run["run_id"]
         return None
 
-    def delete_run(self, run_id: str) -> None:
-        """Delete a run and all its loader files. Raises RunNotFoundError."""
+    def delete_run(self, run_id: str, force: bool = False) -> None:
+        """Delete a run and all its loader files. Raises RunNotFoundError, and CheckpointLockedError when a
+        live writer holds one of its loaders (unless ``force``: that writer then stops at its next save)."""
         validate_name(run_id)
         if not self.store.exists(run_key(run_id)) and not self.store.list(run_id):
             raise RunNotFoundError(f"Run not found: {run_id} (under {self.checkpoint_dir})")
+        if not force:
+            for name in self.loader_names(run_id):
+                holder = read_holder(self.store, loader_keys(run_id, name)["lock"])
+                refuse_if_alive(holder, f"{run_id}/{name}", f"delete run {run_id}", self._stale_after)
         self.store.delete_tree(run_id)
         if self.current_run_id == run_id:
             self.current_run_id = None
@@ -298,11 +303,21 @@ class CheckpointManager:
         for run_id in plan.kept_running:
             log.info("Keeping run %s: it is running or damaged (use force to delete it)", run_id)
         for run_id in plan.doomed:
-            self.delete_run(run_id)
+            self.delete_run(run_id, force=force)
         return plan.doomed
 
-    def unlock(self, run_id: str, name: str) -> dict[str, Any] | None:
-        """Break the writer lock of a loader, whoever holds it. Returns the holder it had, or None."""
+    def unlock(self, run_id: str, name: str, force: bool = False) -> dict[str, Any] | None:
+        """Break the writer lock of a loader whose writer is gone. Returns the holder it had, or None.
+
+        A live holder (same host: its pid runs; another host: a recent heartbeat) is refused with
+        CheckpointLockedError naming it, unless ``force``: that writer then stops at its next save."""
         validate_name(run_id)
         validate_name(name, "loader name")
-        return break_lock(self.store, loader_keys(run_id, name)["lock"])
+        key = loader_keys(run_id, name)["lock"]
+        return break_lock(
+            self.store, key, label=f"{run_id}/{name}", force=force, stale_after=self._stale_after
+        )
+
+    @property
+    def _stale_after(self) -> float:
+        return float(self.settings.lock_stale_after)
