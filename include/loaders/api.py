@@ -54,6 +54,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WATERMARK = "ApiGewijzigdOp"
+# true on a deleted row (entities.TOMBSTONE_FLAG; the client does not import the entity table)
+TOMBSTONE = "Verwijderd"
 
 # Characters left as they are in query values: readable URLs, and what the real API's clients send.
 _SAFE = "$(),:'=/"
@@ -261,9 +263,23 @@ class TKClient:
         query = "&".join(f"{k}={quote(v, safe=_SAFE)}" for k, v in params)
         return f"{self.root}/{quote(entity_set)}" + (f"?{query}" if query else "")
 
-    def count(self, entity_set: str, start: datetime | None = None, end: datetime | None = None) -> int:
-        """How many entities (tombstones included) the window ``[start, end)`` holds."""
-        url = self.build_url(entity_set, start, end, extra={"$top": "0", "$count": "true"})
+    def count(
+        self,
+        entity_set: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        live_only: bool = False,
+    ) -> int:
+        """How many entities the window ``[start, end)`` holds: tombstones included, or only the live
+        rows (``Verwijderd eq false``) with ``live_only`` (the reconciliation's count)."""
+        terms = [window_filter(start, end, self._name(entity_set, WATERMARK))]
+        if live_only:
+            terms.append(f"{self._name(entity_set, TOMBSTONE)} eq false")
+        query = {"$top": "0", "$count": "true"}
+        if flt := " and ".join(t for t in terms if t):
+            query = {"$filter": flt, **query}
+        url = self.build_url(entity_set, extra=query)
         body = self._get_json(url)
         try:
             return int(body["@odata.count"])
