@@ -671,6 +671,8 @@ def test_lock_of_another_host(mgr):
     _write_lock(mgr, host="worker-7", pid=4242, heartbeat_at="2020-01-01T00:00:00+00:00")
     LoaderCheckpoint(mgr, "load_zaak").close()  # heartbeat older than the stale limit
     _write_lock(mgr, host="worker-7", pid=4242)
-    assert mgr.unlock(RUN, "load_zaak")["host"] == "worker-7" and not lock.exists()
+    with pytest.raises(CheckpointLockedError, match="is alive"):  # a fresh heartbeat: alive
+        mgr.unlock(RUN, "load_zaak")
+    assert mgr.unlock(RUN, "load_zaak", force=True)["host"] == "worker-7" and not lock.exists()
     _write_lock(mgr, host="worker-7", pid=4242)
     LoaderCheckpoint(mgr, "load_zaak", force=True).close()

@@ -356,3 +356,59 @@ def test_another_hosts_lock_is_alive_while_its_heartbeat_is_fresh(tmp_path, caps
     lock.write_text(json.dumps({"host": "worker-9", "pid": 77, "heartbeat_at": "2020-01-01T00:00:00+00:00"}))
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0 and "Removed the lock" in out and not lock.exists()
+
+
+# --- 5. a delete that fails half-way --------------------------------------------------------------
+
+
+def _rmtree_that_fails_after_one_file(monkeypatch) -> None:
+    """shutil.rmtree removes one file (the run file first, when it is in the tree: the worst case), then
+    fails as a permission problem or an I/O error would."""
+
+    def rmtree(path, *args, **kwargs):
+        files = sorted((p for p in Path(path).rglob("*") if p.is_file()), key=lambda p: p.name != "run.json")
+        if files:
+            files[0].unlink()
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+
+
+def test_a_delete_that_fails_half_way_is_shown_and_finished(tmp_path, capsys, monkeypatch):
+    mgr = CheckpointManager(tmp_path)
+    mgr.start_new_run(RUN)
+    for name in ("load_zaak", "load_document"):
+        with LoaderCheckpoint(mgr, name) as cp:
+            cp.mark_processed_many(["a", "b"])
+    base = str(tmp_path)
+    _rmtree_that_fails_after_one_file(monkeypatch)
+    code, _, err = run_cli(capsys, "delete", "--run-id", RUN, "--yes", "--base", base)
+    assert code == 3 and "Permission denied" in err
+    monkeypatch.undo()
+    code, out, _ = run_cli(capsys, "list", "--json", "--base", base)
+    (listed,) = json.loads(out)
+    assert listed["run_id"] == RUN and listed["state"] in ("deleting", "damaged")
+    code, out, _ = run_cli(capsys, "cleanup", "--keep", "5", "--base", base)  # cleanup finishes it
+    assert code == 0 and f"Deleted run {RUN}" in out and not (tmp_path / RUN).exists()
+
+
+def test_delete_finishes_a_half_deleted_run_and_removes_a_folder_without_run_file(
+    tmp_path, capsys, monkeypatch
+):
+    mgr = CheckpointManager(tmp_path)
+    mgr.start_new_run(RUN)
+    LoaderCheckpoint(mgr, "load_zaak").close()
+    _rmtree_that_fails_after_one_file(monkeypatch)
+    with pytest.raises(PermissionError):
+        mgr.delete_run(RUN)
+    monkeypatch.undo()
+    assert mgr.get_run(RUN, loaders=False)["state"] == "deleting"
+    mgr.delete_run(RUN)
+    assert not (tmp_path / RUN).exists()
+    orphan = tmp_path / "manual__orphan" / "loaders"  # what an older version's failed delete left
+    orphan.mkdir(parents=True)
+    (orphan / "load_zaak.journal.jsonl").write_text("")
+    code, out, _ = run_cli(capsys, "list", "--base", str(tmp_path))
+    assert code == 3 and "manual__orphan" in out and "DAMAGED" in out
+    code, out, _ = run_cli(capsys, "delete", "--run-id", "manual__orphan", "--yes", "--base", str(tmp_path))
+    assert code == 0 and not orphan.parent.exists()

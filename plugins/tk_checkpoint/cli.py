@@ -78,7 +78,12 @@ def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
 
 def cmd_delete(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     """Delete one run and its loader files (asks first unless --yes)."""
-    run = mgr.get_run(args.run_id)
+    try:
+        run = mgr.get_run(args.run_id)
+    except CheckpointError:
+        if not mgr.has_files(args.run_id):
+            raise
+        run = {"state": "damaged", "loaders": {}}  # a damaged run file, or files without one: delete them
     if not args.yes:
         if not sys.stdin or not sys.stdin.isatty():
             print(

@@ -27,6 +27,7 @@ from .names import (
     set_aside_suffix,
     validate_name,
 )
+from .reconciliation import read_reconciliation, write_reconciliation
 from .settings import CheckpointSettings
 from .state import LoaderState, read_loader_state
 from .store import Store, open_store
@@ -194,14 +195,26 @@ class CheckpointManager:
             try:
                 validate_name(name)
                 runs.append(self.get_run(name) if details else self._read_run(name))
-            except (InvalidNameError, RunNotFoundError):
+            except InvalidNameError:
                 continue  # not a run folder
+            except RunNotFoundError:
+                if self.store.list(name):  # files without a run file: shown, so delete can remove them
+                    runs.append(self._orphan(name))
             except CheckpointError as exc:
                 runs.append({"run_id": name, "state": "damaged", "error": str(exc), "created_at": None})
         runs.sort(key=lambda r: (str(r.get("created_at") or ""), r["run_id"]), reverse=True)
         if incomplete:
             runs = [r for r in runs if r.get("state") != "completed"]
         return runs if limit is None else runs[:limit]
+
+    def _orphan(self, name: str) -> dict[str, Any]:
+        return {
+            "run_id": name,
+            "state": "damaged",
+            "error": f"Run folder {self.store.url(name)} has files but no run file (a delete that did not "
+            f"finish, or files put there by hand); `tk-checkpoint delete --run-id {name}` removes them.",
+            "created_at": None,
+        }
 
     def get_run(self, run_id: str, loaders: bool = True) -> dict[str, Any]:
         """The run file plus ``loaders``: {name: summary}; damaged loader files show ``state: damaged``.
@@ -239,7 +252,19 @@ class CheckpointManager:
         def detail(state: LoaderState) -> dict[str, Any]:
             return {**state.summary(), "tries": state.tries, "last_failures": state.last_failures(failures)}
 
-        return {**run, "loaders": self._report_loaders(run_id, names, detail)}
+        return {**run, "loaders": self._report_loaders(run_id, names, detail), **self._reconciliation(run_id)}
+
+    def save_reconciliation(self, doc: Mapping[str, Any]) -> None:
+        """Keep the ``reconcile`` task's result with its run (``doc["run_id"]``), replacing an earlier one."""
+        write_reconciliation(self.store, doc, fsync=self.settings.fsync)
+
+    def _reconciliation(self, run_id: str) -> dict[str, Any]:
+        """``{"reconciliation": doc}`` when the run has one (damaged: ``state: damaged``), else {}."""
+        try:
+            doc = read_reconciliation(self.store, run_id)
+        except CheckpointError as exc:
+            return {"reconciliation": {"state": "damaged", "error": str(exc)}}
+        return {} if doc is None else {"reconciliation": doc}
 
     def loader_names(self, run_id: str) -> list[str]:
         """The loaders that have files in run ``run_id``, sorted."""
@@ -271,13 +296,18 @@ class CheckpointManager:
     def delete_run(self, run_id: str, force: bool = False) -> None:
         """Delete a run and all its loader files. Raises RunNotFoundError, and CheckpointLockedError when a
         live writer holds one of its loaders (unless ``force``: that writer then stops at its next save)."""
-        validate_name(run_id)
-        if not self.store.exists(run_key(run_id)) and not self.store.list(run_id):
+        if not self.has_files(run_id):
             raise RunNotFoundError(f"Run not found: {run_id} (under {self.checkpoint_dir})")
         if not force:
             for name in self.loader_names(run_id):
                 holder = read_holder(self.store, loader_keys(run_id, name)["lock"])
                 refuse_if_alive(holder, f"{run_id}/{name}", f"delete run {run_id}", self._stale_after)
+        # Mark, then remove, the run file last: a delete that fails half-way leaves a run that list shows
+        # as 'deleting' and that delete and cleanup finish, never a folder nothing can see.
+        self._mark_deleting(run_id)
+        for entry in self.store.list(run_id):
+            if entry != run_key(run_id).rsplit("/", 1)[-1]:
+                self.store.delete_tree(f"{run_id}/{entry}")
         self.store.delete_tree(run_id)
         if self.current_run_id == run_id:
             self.current_run_id = None
@@ -288,11 +318,28 @@ class CheckpointManager:
         they are running (or damaged) and ``force`` is not given. ``keep`` below 0 is refused."""
         check_count(keep, "keep")
         runs = self.list_runs()
-        plan = CleanupPlan(kept_newest=[r["run_id"] for r in runs[:keep]])
+        unfinished = [r["run_id"] for r in runs if r.get("state") == "deleting"]  # always finished
+        runs = [r for r in runs if r.get("state") != "deleting"]
+        plan = CleanupPlan(kept_newest=[r["run_id"] for r in runs[:keep]], doomed=unfinished)
         for run in runs[keep:]:
             spare = run.get("state") in ("running", "damaged") and not force
             (plan.kept_running if spare else plan.doomed).append(run["run_id"])
         return plan
+
+    def has_files(self, run_id: str) -> bool:
+        """Whether anything is stored under run ``run_id`` (a run file or not)."""
+        validate_name(run_id)
+        return self.store.exists(run_key(run_id)) or bool(self.store.list(run_id))
+
+    def _mark_deleting(self, run_id: str) -> None:
+        try:
+            doc = self._read_run(run_id)
+        except CheckpointError:  # damaged or missing: a minimal run file carries the mark
+            now = ff.timestamp()
+            doc = {"schema_version": ff.SCHEMA_VERSION, "kind": ff.RUN_KIND, "run_id": run_id}
+            doc.update(dag_id=None, conf={}, description=None, created_at=now, completed_at=None)
+        doc.update(state="deleting", error=None)
+        self._write_run(doc)
 
     def cleanup_old_runs(self, keep: int = 5, force: bool = False) -> list[str]:
         """Delete all but the ``keep`` newest runs; running (or damaged) runs only with ``force``.

@@ -244,8 +244,10 @@ class LocalStore(Store):
         import shutil
 
         path = self.path(prefix)
-        if path.exists():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)  # a file (or a link): delete_tree of one entry of a folder
 
     def move(self, key: str, new_key: str) -> None:
         os.replace(self.path(key), self.path(new_key))
