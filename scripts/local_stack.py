@@ -22,6 +22,7 @@ from pathlib import Path
 
 import requests
 
+from include.loaders.api import redact_url
 from include.loaders.entities import ENTITIES
 from include.loaders.settings import ApiSettings
 
@@ -36,6 +37,9 @@ class Airflow:
 
     home: Path
     port: int = 8080
+    host: str = "127.0.0.1"
+    """The api-server's listening address: loopback unless asked otherwise (TK_AIRFLOW_HOST), because the
+    demo login admin/admin is documented in the README."""
     password: str = "admin"  # noqa: S105 - local demo login, documented in the README
     parallelism: int = 4
     extra_env: dict[str, str] | None = None
@@ -61,6 +65,7 @@ class Airflow:
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+                "AIRFLOW__API__HOST": self.host,
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API__BASE_URL": self.url,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
@@ -245,13 +250,50 @@ def start_replay(port: int) -> subprocess.Popen:
     raise RuntimeError(f"the offline TK API did not start; see {STATE / 'tk_replay.log'}")
 
 
-def stop_pidfile(path: Path, sig: int = signal.SIGTERM) -> None:
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie of ours is reaped, and so no longer counts)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:  # not our child: ask the kernel
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pidfile(path: Path, sig: int = signal.SIGTERM, timeout: float = 15.0) -> bool:
+    """Stop the process of a pid file and wait until it has gone (SIGKILL after ``timeout``).
+
+    True when a process was stopped. The pid file goes only once the process has: a ``make stop`` that
+    returns leaves nothing running (the offline TK API exits within a few seconds of SIGTERM)."""
     try:
         pid = int(path.read_text())
-        os.kill(pid, sig)
     except (OSError, ValueError):
-        pass
+        path.unlink(missing_ok=True)
+        return False
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        path.unlink(missing_ok=True)
+        return False
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        print(
+            f"pid {pid} ({path.name}) still running {timeout:.0f} s after SIGTERM; killing it",
+            file=sys.stderr,
+        )
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.1)
     path.unlink(missing_ok=True)
+    return True
 
 
 def earliest_change(service_root: str) -> str:
@@ -288,17 +330,21 @@ def run(args: argparse.Namespace) -> int:
     base, profile = settings.base_url, settings.profile
     start_date = args.start_date
     if api_reachable(settings.service_root):
-        print(f"TK API: {settings.service_root}")
+        print(f"TK API: {redact_url(settings.service_root)}")
         start_date = start_date or time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
     else:
         port = int(os.environ.get("TK_REPLAY_PORT", "8765"))
-        print(f"TK API {base} unreachable: starting the offline TK API (real samples) on port {port}")
+        print(
+            f"TK API {redact_url(base)} unreachable: "
+            f"starting the offline TK API (real samples) on port {port}"
+        )
         start_replay(port)
         base = f"http://127.0.0.1:{port}"
         start_date = start_date or earliest_change(settings.with_overrides(base_url=base).service_root)
     airflow = Airflow(
         STATE / "airflow",
         port=int(os.environ.get("TK_AIRFLOW_PORT", "8080")),
+        host=os.environ.get("TK_AIRFLOW_HOST") or "127.0.0.1",
         extra_env={"TK_API_BASE_URL": base, "TK_API_PROFILE": profile},
     )
     airflow.airflow("db", "migrate")
@@ -325,8 +371,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def stop(_args: argparse.Namespace | None = None) -> int:
-    Airflow(STATE / "airflow").stop()
-    stop_pidfile(STATE / "tk_replay.pid")
+    try:
+        Airflow(STATE / "airflow").stop()
+    finally:  # an Airflow that would not stop must not keep the offline TK API running too
+        stop_pidfile(STATE / "tk_replay.pid")
     return 0
 
 

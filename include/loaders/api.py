@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, NoReturn, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 from tenacity import (
@@ -39,6 +39,7 @@ from include.loaders.api_metadata import (
     check_requirements,
 )
 from include.loaders.api_profiles import ApiProfile
+from include.loaders.metrics import ApiMetrics
 from include.loaders.settings import ApiSettings
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "ODataSchema",
     "TKClient",
     "format_datetime",
+    "redact_url",
+    "split_credentials",
     "window_filter",
 ]
 
@@ -105,7 +108,8 @@ def format_datetime(value: datetime) -> str:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"Window bound {value!r} has no time zone; pass an aware datetime (UTC).")
     utc = value.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    # not strftime: its %Y does not pad years below 1000 on every platform (year 1 became "1-01-01")
+    text = f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
     if utc.microsecond:
         text += f".{utc.microsecond:06d}"
     return text + "Z"
@@ -121,6 +125,32 @@ def window_filter(start: datetime | None, end: datetime | None, prop: str = WATE
     if start is not None and end is not None and start >= end:
         raise ValueError(f"Empty window: start {start.isoformat()} is not before end {end.isoformat()}.")
     return " and ".join(parts) or None
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its ``user:password@`` part, and that part (percent-decoded), or None."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=hostport)), (unquote(user), unquote(password))
+
+
+def redact_url(url: str) -> str:
+    """``url`` for a log line: a ``user:password@`` part shown as ``***@``."""
+    clean, auth = split_credentials(url)
+    if auth is None:
+        return url
+    parts = urlsplit(clean)
+    return urlunsplit(parts._replace(netloc=f"***@{parts.netloc}"))
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port of ``url`` (the port made explicit), the unit credentials are bound to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
 
 
 def _odata_message(resp: requests.Response) -> str | None:
@@ -156,11 +186,18 @@ class TKClient:
         settings: base URL, profile, timeouts and retry policy; ``ApiSettings.from_env()`` when None.
         session: a ``requests.Session`` to use (the client creates and owns one when None).
         sleep: how to wait between retries (tests pass a recorder).
+        metrics: where requests, retries and backoff are counted (default: Airflow's ``Stats``, with
+            the task's tags when made inside a task; see :mod:`include.loaders.metrics`).
 
     Retries (tenacity): 5xx, 429, timeouts, broken connections and bodies are retried up to
     ``settings.max_retries`` times, waiting exponential backoff with full jitter (capped at
     ``backoff_max``) or the server's ``Retry-After`` when it is longer (capped at ``retry_after_max``);
     each retry logs one WARNING line. Other 4xx fail at once.
+
+    Credentials in the base URL (``https://user:pw@host``) are taken out of it: :attr:`root`, every log
+    line and every error carry the URL without them, and they are sent (HTTP basic auth) with every
+    request to the same scheme, host and port, the server's ``@odata.nextLink`` pages included, and to
+    no other host.
 
     Use it as a context manager (``with TKClient(...) as client:``) so that the HTTP session is closed.
     """
@@ -171,10 +208,12 @@ class TKClient:
         session: requests.Session | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        metrics: ApiMetrics | None = None,
     ):
         self.settings = settings or ApiSettings.from_env()
         self.profile: ApiProfile = self.settings.api_profile
-        self.root = self.settings.service_root
+        self.root, self._auth = split_credentials(self.settings.service_root)
+        self._auth_origin = _origin(self.root)
         self._own_session = session is None
         self._session = session or requests.Session()
         self._session.headers.setdefault("User-Agent", self.settings.user_agent)
@@ -193,6 +232,7 @@ class TKClient:
             retry_error_callback=self._give_up,
         )
         self._schema: ODataSchema | None = None
+        self._metrics = metrics if metrics is not None else ApiMetrics.for_task()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -356,13 +396,23 @@ class TKClient:
 
     def _get(self, url: str, *, parse_json: bool = False, accept: str | None = None) -> Any:
         """GET ``url``; retry what is worth retrying; the response (or its JSON when ``parse_json``)."""
-        return self._retrying(self._attempt, url, parse_json, {"Accept": accept} if accept else None)
+        # A URL that carries credentials itself (a nextLink built with them) is used and logged without
+        # them; the base URL's credentials go to the base URL's origin only.
+        url, _ = split_credentials(url)
+        auth = self._auth if _origin(url) == self._auth_origin else None
+        headers = {"Accept": accept} if accept else None
+        return self._retrying(self._attempt, url, parse_json, headers, auth)
 
-    def _attempt(self, url: str, parse_json: bool, headers: dict[str, str] | None) -> Any:
+    def _attempt(
+        self, url: str, parse_json: bool, headers: dict[str, str] | None, auth: tuple[str, str] | None
+    ) -> Any:
         """One GET: the answer, :class:`_Retryable` when another try may succeed, ApiError when not."""
+        self._metrics.request(url)
         s = self.settings
         try:
-            resp = self._session.get(url, timeout=(s.connect_timeout, s.read_timeout), headers=headers)
+            resp = self._session.get(
+                url, timeout=(s.connect_timeout, s.read_timeout), headers=headers, auth=auth
+            )
         except requests.Timeout as e:
             raise _Retryable(f"timeout ({type(e).__name__})") from e
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
@@ -393,8 +443,10 @@ class TKClient:
         )
 
     def _log_retry(self, state: RetryCallState) -> None:
-        """tenacity's ``before_sleep``: one WARNING line per retry, with the reason and the wait."""
+        """tenacity's ``before_sleep``: one WARNING line per retry, with the reason and the wait; the
+        retry and its wait counted (``tk.api.retries``, ``tk.api.backoff``)."""
         failure = _failure(state)
+        self._metrics.retry(state.args[0], state.upcoming_sleep)
         log.warning(
             "TK API request failed (attempt %d/%d): %s: %s; retrying in %.2f s",
             state.attempt_number,

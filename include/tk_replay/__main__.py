@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from include.loaders.entities import ENTITIES
@@ -88,12 +90,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+STOP_GRACE_SECONDS = 5
+"""After SIGTERM the server has this long to shut down; then SIGALRM ends the process regardless."""
+
+
+class _StopFlag:
+    """Set by SIGTERM. A plain attribute, no lock: a handler that takes a lock the main thread holds at
+    that moment (an Event's) would deadlock, and one that raises lands wherever the main thread happens
+    to be (starting the server thread, inside a ``finally``), where it can be lost."""
+
+    requested = False
+
+    def install(self) -> None:
+        """SIGTERM (``make stop``) always ends the process: the first asks the main loop to stop and arms
+        an alarm (SIGALRM's default action ends the process) in case the shutdown hangs; a second one
+        exits at once."""
+
+        def handler(signum: int, frame: object) -> None:
+            if self.requested:
+                os._exit(128 + signum)
+            self.requested = True
+            signal.alarm(STOP_GRACE_SECONDS)
+
+        signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    stop = _StopFlag()
+    stop.install()  # first: a SIGTERM while the dataset is built counts too
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -135,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.save:
         dataset.save(args.save)
         print(f"Dataset written to {args.save}")
+    if stop.requested:
+        return 0
     server = ReplayServer(dataset, host=args.host, port=args.port, faults=faults)
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         url = server.start()
     except OSError as e:
@@ -149,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
+        while not stop.requested and server.serving:
+            time.sleep(0.1)  # a signal interrupts the sleep; the handler only sets the flag
+    except KeyboardInterrupt:  # Ctrl-C in a terminal
         pass
     finally:
         server.stop()

@@ -12,6 +12,7 @@ Admin endpoints (not part of the TK API): ``GET /_faults`` (config and counts), 
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -144,6 +145,8 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routing -------------------------------------------------------------------------------------
     def _get(self) -> None:
         replay = self.server.replay
+        if replay.basic_auth is not None and not self._authorized(replay.basic_auth):
+            return self._error(401, "Authorization has been denied for this request.")
         split = urlsplit(self.path)
         path = unquote(split.path)
         if path == "/_faults":
@@ -187,6 +190,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._collection(view, profile, root, entity_set, q, split.query)
         except ODataError as e:
             return self._error(e.status, e.message)
+
+    def _authorized(self, expected: tuple[str, str]) -> bool:
+        """Whether the request carries HTTP basic credentials equal to ``expected`` (user, password)."""
+        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, _, password = base64.b64decode(value).decode("utf-8").partition(":")
+        except ValueError:
+            return False
+        return (user, password) == expected
 
     def _url(self) -> str:
         return f"http://{self.headers.get('Host') or self.server.replay.host_port}{self.path}"
@@ -314,6 +328,9 @@ class ReplayServer:
         faults: the initial :class:`FaultConfig` (none by default).
         drift: extra property renames applied to every profile, type -> canonical -> served name, in
             ``$metadata`` and data alike: a model of an API that renamed something (metadata-check tests).
+        basic_auth: (user, password) every GET must carry as HTTP basic auth, else HTTP 401 (None: no
+            login). ``@odata.nextLink`` is built from the ``Host`` header, without credentials, as a real
+            server does.
     """
 
     def __init__(
@@ -324,6 +341,7 @@ class ReplayServer:
         port: int = 0,
         faults: FaultConfig | None = None,
         drift: Mapping[str, Mapping[str, str]] | None = None,
+        basic_auth: tuple[str, str] | None = None,
     ):
         self.dataset = dataset if dataset is not None else Dataset.samples()
         self.host = host
@@ -338,6 +356,7 @@ class ReplayServer:
             for name, p in self.profiles.items()
         }
         self.faults = FaultInjector(faults)
+        self.basic_auth = basic_auth
         self.stop_event = threading.Event()
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
@@ -365,6 +384,11 @@ class ReplayServer:
         self._thread.start()
         log.info("TK replay server on %s serving %s", self.url, self.dataset.summary())
         return self.url
+
+    @property
+    def serving(self) -> bool:
+        """Whether the server thread is running."""
+        return self._thread is not None and self._thread.is_alive()
 
     def serve_forever(self) -> None:
         """Listen and serve in this thread until interrupted (the CLI)."""
