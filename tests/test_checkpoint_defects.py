@@ -9,7 +9,9 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -412,3 +414,148 @@ def test_delete_finishes_a_half_deleted_run_and_removes_a_folder_without_run_fil
     assert code == 3 and "manual__orphan" in out and "DAMAGED" in out
     code, out, _ = run_cli(capsys, "delete", "--run-id", "manual__orphan", "--yes", "--base", str(tmp_path))
     assert code == 0 and not orphan.parent.exists()
+
+
+# --- 6. a SIGKILLed writer is shown as gone, not running ------------------------------------------
+
+WRITER = """
+import sys, time
+from tk_checkpoint import CheckpointManager, LoaderCheckpoint
+mgr = CheckpointManager(sys.argv[1], save_interval=0)
+mgr.start_new_run(sys.argv[2])
+cp = LoaderCheckpoint(mgr, "load_zaak", try_number=1)
+cp.mark_processed_many(["a", "b", "c"])
+cp.save_progress()
+print("saved", flush=True)
+time.sleep(120)
+"""
+
+
+def _writer_process(base: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(PLUGINS)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(base), RUN], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "saved"
+    return proc
+
+
+def test_a_sigkilled_writer_is_shown_interrupted_not_running(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from tests.test_web import _app  # the dashboard with the login answered, as in test_web.py
+
+    proc = _writer_process(tmp_path)
+    argv = ("show", "--run-id", RUN, "--json", "--base", str(tmp_path))
+    try:
+        _, out, _ = run_cli(capsys, *argv)
+        loader = json.loads(out)["loaders"]["load_zaak"]
+        assert loader["locked_by"]["pid"] == proc.pid and loader["locked_by"]["alive"] is True
+        assert loader["tries"][-1]["outcome"] is None  # running
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+    _, out, _ = run_cli(capsys, *argv)
+    loader = json.loads(out)["loaders"]["load_zaak"]
+    assert loader["locked_by"]["alive"] is False and loader["tries"][-1]["outcome"] == "interrupted"
+    code, out, _ = run_cli(capsys, "show", "--run-id", RUN, "--base", str(tmp_path))
+    assert code == 0 and "interrupted" in out and "running" not in out.split("Tries:")[1]
+    assert f"pid {proc.pid}" in out and "stale: that writer is gone" in out
+
+    client = TestClient(_app(tmp_path))
+    page = client.get(f"/runs/{RUN}")
+    assert (
+        page.status_code == 200 and "interrupted" in page.text and "stale: that writer is gone" in page.text
+    )
+    detail = client.get(f"/api/runs/{RUN}").json()["loaders"]["load_zaak"]
+    assert detail["locked_by"]["alive"] is False and detail["tries"][-1]["outcome"] == "interrupted"
+    # nothing was written by the readers: the next try takes the lock over and records the same
+    with LoaderCheckpoint(CheckpointManager(tmp_path), "load_zaak", run_id=RUN, try_number=2) as cp:
+        assert cp.processed_count == 3 and cp.get_progress()["tries"] == 2
+    tries = CheckpointManager(tmp_path).read_loader(RUN, "load_zaak").tries
+    assert [t["outcome"] for t in tries] == ["interrupted", "closed"]
+
+
+# --- 7. a closed stdout pipe; resume's "(was None)" -----------------------------------------------
+
+TK_CHECKPOINT = str(Path(sys.executable).with_name("tk-checkpoint"))
+
+
+def test_a_reader_that_closes_the_pipe_early_is_not_an_error(tmp_path):
+    mgr = CheckpointManager(tmp_path, save_interval=0)
+    mgr.start_new_run(RUN)
+    with LoaderCheckpoint(mgr, "load_zaak") as cp:
+        for n in range(3000):  # far more output than a pipe buffer holds
+            cp.mark_failed(f"item-{n}", "Neo.ClientError: " + "x" * 100)
+    argv = [TK_CHECKPOINT, "show", "--run-id", RUN, "--failures", "3000", "--base", str(tmp_path)]
+    for extra in ([], ["--json"]):
+        proc = subprocess.Popen(argv + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline()  # the reader takes one line ...
+        proc.stdout.close()  # ... and goes away, as `| head -1` does
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 141, err
+        assert err == b""  # quiet: no "cannot read checkpoints", no traceback
+    # a shell pipeline with pipefail sees 141 (as for any tool ended by SIGPIPE); head got its line
+    shell = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {' '.join(argv)} | head -1"], capture_output=True, text=True
+    )
+    assert shell.returncode == 141 and shell.stdout.startswith("Run:") and shell.stderr == ""
+
+
+class _AirflowClear:
+    """A loopback stand-in for Airflow 3.3's ``POST /api/v2/dags/{dag_id}/clearTaskInstances``, answering
+    as its route does (airflow/api_fastapi/core_api/routes/public/task_instances.py): a dry run lists the
+    task instances as they are; a real clear lists them re-read after clearing, so with state None."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.bodies: list[dict] = []
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.bodies.append(body)
+                state = "failed" if body["dry_run"] else None
+                tis = [
+                    {"task_id": "load_zaken", "map_index": 0, "state": state},
+                    {"task_id": "cleanup", "map_index": -1, "state": "upstream_failed" if state else None},
+                ]
+                data = json.dumps({"task_instances": tis, "total_entries": 2}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_resume_says_what_state_the_cleared_tasks_were_in(tmp_path, capsys, monkeypatch):
+    mgr = CheckpointManager(tmp_path)
+    mgr.start_new_run(RUN, dag_id="tk_ingest")
+    mgr.fail_run(error="load_zaken failed")
+    airflow = _AirflowClear()
+    monkeypatch.setenv("AIRFLOW_API_TOKEN", "test-token")
+    try:
+        code, out, err = run_cli(capsys, "resume", "--api-url", airflow.url, "--base", str(tmp_path))
+    finally:
+        airflow.close()
+    assert code == 0, err
+    assert "None" not in out
+    assert "load_zaken[0]  (was failed)" in out and "cleanup  (was upstream_failed)" in out
+    assert [b["dry_run"] for b in airflow.bodies] == [True, False]
+    assert mgr.get_run(RUN, loaders=False)["state"] == "running"

@@ -7,7 +7,9 @@ subcommand is exactly that (``resume`` lives in ``resume.py``). Every command ta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_CHECKPOINT = 3
+EXIT_PIPE = 141  # stdout closed early (| head): 128 + SIGPIPE, as for tools that SIGPIPE ends
 
 EPILOG = """\
 exit codes:
@@ -30,6 +33,7 @@ exit codes:
   2  usage: bad arguments, an invalid run id or loader name, delete without --yes and no terminal
   3  checkpoint problem: a damaged or locked checkpoint, a file of a newer schema, storage unreachable
   4  resume: the Airflow API refused or could not be reached
+  141 the output was closed early (e.g. `tk-checkpoint list | head`): stopped quietly, as on SIGPIPE
 
 base: --base, else $TK_CHECKPOINT_BASE, else ./checkpoints (a folder, or a URL such as
 s3://aws_default@bucket/checkpoints, which needs Airflow and its provider for that store).
@@ -267,17 +271,40 @@ def build_parser(commands: Sequence[Command] = COMMANDS) -> argparse.ArgumentPar
     return parser
 
 
+def _stdout_closed() -> int:
+    """The reader of our output went away (``tk-checkpoint show … | head``): stop quietly, as a tool that
+    SIGPIPE ends would, and say so with exit code 141 (128 + SIGPIPE, what a shell reports for those)."""
+    with contextlib.suppress(OSError, ValueError):
+        # what is still buffered cannot be written: point stdout at /dev/null so the exit flush is quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return EXIT_PIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; the exit code is one of those in :data:`EPILOG`."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
+        sys.stdout.flush()  # --help into a closed pipe: BrokenPipeError here, handled by main
         return int(exc.code or 0)
     args.json = bool(args.json)
     base = resolve_base(args.base)
     try:
-        return args.handler(args, CheckpointManager(base))
+        code = args.handler(args, CheckpointManager(base))
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit, so main reports it as such
+        return code
+    except BrokenPipeError:
+        raise  # an OSError, but not one of the checkpoints: main handles it
     except InvalidNameError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_USAGE

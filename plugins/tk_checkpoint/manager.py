@@ -16,7 +16,7 @@ from typing import Any
 
 from . import fileformat as ff
 from .errors import CheckpointError, CorruptCheckpointError, InvalidNameError, RunNotFoundError
-from .lock import break_lock, read_holder, refuse_if_alive
+from .lock import break_lock, holder_alive, read_holder, refuse_if_alive
 from .names import (
     clip_error,
     loader_keys,
@@ -283,7 +283,17 @@ class CheckpointManager:
                 if attempt == 2:
                     raise
                 time.sleep(0.05)  # a writer may be compacting right now: read again
-        state.locked_by = read_holder(self.store, loader_keys(run_id, name)["lock"])
+        holder = read_holder(self.store, loader_keys(run_id, name)["lock"])
+        alive = holder_alive(holder, self._stale_after)
+        if holder is not None:
+            holder = {**holder, "alive": alive}
+            if not alive:
+                # Its writer is gone (a SIGKILL, a lost worker): report its try as interrupted, as the next
+                # try will record it, instead of 'running' locked by a dead pid. Nothing is written here.
+                for entry in state.tries:
+                    if entry.get("outcome") is None:
+                        entry["outcome"] = "interrupted"
+        state.locked_by = holder
         return state
 
     def get_latest_incomplete_run(self) -> str | None:

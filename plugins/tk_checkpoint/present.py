@@ -66,8 +66,13 @@ def format_conf(conf: Any) -> str:
 
 
 def format_holder(holder: Mapping[str, Any]) -> str:
-    """Who holds a loader's writer lock: 'host worker-9 pid 77 since 2026-11-27 22:00:00'."""
-    return f"host {holder.get('host')} pid {holder.get('pid')} since {format_when(holder.get('since'))}"
+    """Who holds a loader's writer lock: 'host worker-9 pid 77 since 2026-11-27 22:00:00 UTC', and
+    ' (stale: …)' when the engine found that writer gone (``alive`` False: a dead pid on this host, or no
+    heartbeat for longer than the stale limit)."""
+    text = f"host {holder.get('host')} pid {holder.get('pid')} since {format_when(holder.get('since'))} UTC"
+    if holder.get("alive") is False:
+        text += " (stale: that writer is gone; its try was interrupted, the next try takes the lock over)"
+    return text
 
 
 def first_line(text: Any) -> str:

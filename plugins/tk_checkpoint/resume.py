@@ -98,16 +98,16 @@ def _session(api: AirflowApi) -> requests.Session:
     return session
 
 
-def clear_failed_tasks(api: AirflowApi, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """Clear the failed and upstream-failed task instances of one DAG run; return what was cleared."""
-    session = _session(api)
+def _clear(
+    session: requests.Session, api: AirflowApi, dag_id: str, run_id: str, *, dry_run: bool
+) -> list[dict[str, Any]]:
     url = f"{api.url.rstrip('/')}/api/v2/dags/{quote(dag_id, safe='')}/clearTaskInstances"
     body = {
         "dag_run_id": run_id,
         "only_failed": True,  # failed and upstream_failed
         "include_downstream": True,
         "reset_dag_runs": True,
-        "dry_run": False,
+        "dry_run": dry_run,
     }
     try:
         resp = session.post(url, json=body, timeout=api.timeout)
@@ -117,14 +117,26 @@ def clear_failed_tasks(api: AirflowApi, dag_id: str, run_id: str) -> list[dict[s
         raise ResumeError(f"Airflow does not know DAG '{dag_id}' or its run '{run_id}' ({url}).")
     if resp.status_code >= 400:
         raise ResumeError(f"Airflow refused to clear run '{run_id}' (HTTP {resp.status_code}): {resp.text}")
-    return [
-        {
-            "task_id": ti.get("task_id"),
-            "map_index": ti.get("map_index", -1),
-            "state": ti.get("state"),
-        }
-        for ti in resp.json().get("task_instances", [])
-    ]
+    return list(resp.json().get("task_instances", []))
+
+
+def clear_failed_tasks(api: AirflowApi, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Clear the failed and upstream-failed task instances of one DAG run; return what was cleared, each
+    with the ``state`` it had before (``None`` if unknown).
+
+    Airflow answers a clear with the task instances as they are after it (state None: cleared), so a dry
+    run first asks which ones will be cleared and in what state they are.
+    """
+    session = _session(api)
+    before = {
+        (ti.get("task_id"), ti.get("map_index", -1)): ti.get("state")
+        for ti in _clear(session, api, dag_id, run_id, dry_run=True)
+    }
+    cleared = []
+    for ti in _clear(session, api, dag_id, run_id, dry_run=False):
+        key = (ti.get("task_id"), ti.get("map_index", -1))
+        cleared.append({"task_id": key[0], "map_index": key[1], "state": before.get(key)})
+    return cleared
 
 
 EXIT_AIRFLOW = 4
@@ -174,7 +186,8 @@ def cmd_resume(args: argparse.Namespace, mgr: CheckpointManager) -> int:
         print(f"Cleared {len(result.cleared)} task instance(s) of run {result.run_id} ({result.dag_id}):")
         for ti in result.cleared:
             index = "" if ti["map_index"] in (None, -1) else f"[{ti['map_index']}]"
-            print(f"  {ti['task_id']}{index}  (was {ti['state']})")
+            was = f"  (was {ti['state']})" if ti["state"] else ""
+            print(f"  {ti['task_id']}{index}{was}")
         print("They run again and skip the items already processed.")
     return 0
 

@@ -79,6 +79,7 @@ class LockHolder(Report):
     host: str | None = None
     pid: int | None = None
     since: str | None = None
+    alive: bool | None = None  # False: its writer is gone (a dead pid on this host, or a stale heartbeat)
 
 
 class LoaderSummary(Report):
