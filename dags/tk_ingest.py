@@ -18,6 +18,13 @@ to a Vergadering) and their relationships from the TK OData API into Neo4j (conn
   `load_zaken`, `load_documents`, `load_vergaderingen`, `load_agendapunten`, `load_activiteiten`,
   `load_verslagen` (the original tool's loader names), independent of each other: a failed loader
   does not stop the others, and the run ends failed if any loader failed.
+* **Assets**: each loader task declares the asset of its label, `tk-graph://neo4j_default/<Label>`, as
+  an outlet; each successful task instance emits an event whose extra holds its counts (processed,
+  skipped, failed, deleted) and window. `tk_on_zaak_changed` is an example DAG scheduled on `Zaak`.
+* **Reconciliation**: `reconcile` runs after the loaders (whatever their outcome) and compares per
+  entity the nodes in Neo4j with the API's count of live rows (the whole set) and counts placeholders;
+  a difference above the param `reconcile_tolerance` (default 1%) fails it with the table. The result is
+  kept with the checkpoint run (`tk-checkpoint show`, the dashboard's run page).
 * **One run at a time** (`max_active_runs=1`): a daily run waits for a running backfill, so two runs
   never write the same nodes at once.
 * **Retries and clears** reopen the task instance's checkpoint `(run_id, task_id, map_index)` and skip
@@ -35,10 +42,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, dag, get_current_context, task
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
 
 from include.loaders import pipeline
+from include.loaders.assets import event_extra, graph_asset, loader_outlets
 from include.loaders.entities import ENTITIES, Entity
+from include.loaders.reconcile import DEFAULT_TOLERANCE
 from include.loaders.settings import DEFAULT_BATCH_SIZE
 
 DATE_OR_NULL = {"type": ["null", "string"], "format": "date"}
@@ -111,6 +120,17 @@ def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_inges
                 type="boolean",
                 description="Fail a loader task when items still fail after retries (so Airflow retries it).",
             ),
+            "reconcile_tolerance": Param(
+                DEFAULT_TOLERANCE,
+                type="number",
+                minimum=0,
+                maximum=1,
+                title="Reconciliation tolerance",
+                description=(
+                    "The reconcile task fails when an entity's nodes in Neo4j differ from the API's count "
+                    "of live rows by more than this share of that count (0.01 = 1%)."
+                ),
+            ),
             "cleanup_keep": Param(
                 None,
                 type=["null", "integer"],
@@ -143,16 +163,34 @@ def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_inges
         def load(entity: str, window: dict[str, str]) -> dict:
             ctx = get_current_context()
             ti = ctx["ti"]
-            return pipeline.run_loader(
+            run_id = ctx["dag_run"].run_id
+            summary = pipeline.run_loader(
                 entity=entity,
                 window=window,
-                run_id=ctx["dag_run"].run_id,
+                run_id=run_id,
                 dag_id=ti.dag_id,
                 task_id=ti.task_id,
                 map_index=ti.map_index,
                 try_number=ti.try_number,
                 params=ctx["params"],
             )
+            # the asset event of this task instance (emitted when it succeeds) carries its counts
+            extra = event_extra(summary, window, run_id=run_id, map_index=ti.map_index)
+            ctx["outlet_events"][graph_asset(entities[entity].label)].extra.update(extra)
+            return summary
+
+        @task(trigger_rule=TriggerRule.ALL_DONE)
+        def reconcile() -> dict:
+            """Per entity: nodes in Neo4j vs the API's count of live rows (include/loaders/reconcile.py)."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from include.loaders.reconcile import ReconciliationError, run_reconcile
+
+            ctx = get_current_context()
+            try:
+                return run_reconcile(run_id=ctx["dag_run"].run_id, params=ctx["params"])
+            except ReconciliationError as e:
+                raise AirflowFailException(str(e)) from e  # counts do not change by retrying
 
         @task
         def cleanup() -> None:
@@ -165,9 +203,12 @@ def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_inges
             pipeline.checkpoint_manager().cleanup_old_runs(keep=int(keep))
 
         window = setup()
+        loads = []
         for entity, spec in entities.items():
             windows = plan.override(task_id=f"plan_{spec.loader.removeprefix('load_')}")(entity, window)
-            load.override(task_id=spec.loader).partial(entity=entity).expand(window=windows)
+            loader = load.override(task_id=spec.loader, outlets=loader_outlets(spec))
+            loads.append(loader.partial(entity=entity).expand(window=windows))
+        loads >> reconcile()
         window >> cleanup()
 
     return tk_ingest()

@@ -245,7 +245,54 @@ def format_run(run: Mapping[str, Any]) -> str:
         lines += ["", "No loaders have recorded progress in this run yet."]
     for name, d in loaders.items():
         lines += ["", *_loader_lines(name, d)]
+    if run.get("reconciliation"):
+        lines += ["", format_reconciliation(run["reconciliation"])]
     return "\n".join(lines)
+
+
+RECONCILE_COLUMNS = (
+    ("ENTITY", "entity"),
+    ("NEO4J", "neo4j"),
+    ("API", "api"),
+    ("DIFFERENCE", "difference"),
+    ("SHARE %", "share"),
+    ("PLACEHOLDERS", "placeholders"),
+    ("", "verdict"),
+)
+
+
+def reconcile_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One entity of a reconciliation as shown: the difference signed (Neo4j minus API), the share in
+    percent with two decimals, the verdict ``ok`` or ``OVER`` (above the tolerance)."""
+    return {
+        "entity": row.get("entity"),
+        "neo4j": row.get("neo4j"),
+        "api": row.get("api"),
+        "difference": f"{row.get('difference', 0):+d}",
+        "share": f"{100.0 * float(row.get('share') or 0):.2f}",
+        "placeholders": row.get("placeholders"),
+        "verdict": "ok" if row.get("ok") else "OVER",
+    }
+
+
+def reconcile_heading(doc: Mapping[str, Any]) -> str:
+    """'Reconciliation (2026-12-02 06:10:00 UTC, all live rows, tolerance 1.00%): 1 of 6 entities over'."""
+    rows = doc.get("entities") or []
+    over = sum(1 for r in rows if not r.get("ok"))
+    verdict = f"{over} of {len(rows)} entities over" if over else f"all {len(rows)} entities within"
+    return (
+        f"Reconciliation ({format_when(doc.get('checked_at'))} UTC, {doc.get('scope')}, "
+        f"tolerance {100.0 * float(doc.get('tolerance') or 0):.2f}%): {verdict}"
+    )
+
+
+def format_reconciliation(doc: Mapping[str, Any]) -> str:
+    """A reconciliation as text: its heading, then a row per entity (the task's failure message, ``show``)."""
+    if doc.get("state") == DAMAGED:
+        return f"Reconciliation: {DAMAGED.upper()}\n  {doc.get('error')}"
+    rows = [[r[key] for _, key in RECONCILE_COLUMNS] for r in map(reconcile_row, doc.get("entities") or [])]
+    table = format_table([h for h, _ in RECONCILE_COLUMNS], rows, right=(1, 2, 3, 4, 5))
+    return "\n".join([reconcile_heading(doc), *_indent(table, "  ")])
 
 
 def format_summary_line(loader: str, p: Mapping[str, Any]) -> str:

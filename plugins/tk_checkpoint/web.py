@@ -153,10 +153,34 @@ class RunSummary(RunFile):
     loaders: dict[str, _or_damaged(LoaderSummary)] = {}  # type: ignore[valid-type]
 
 
+class ReconciledEntity(Report):
+    """One entity of a reconciliation: nodes with data in Neo4j, the API's live rows, placeholders."""
+
+    entity: str
+    neo4j: int
+    api: int
+    difference: int
+    share: float
+    placeholders: int
+    ok: bool
+
+
+class Reconciliation(Report):
+    """The ``reconcile`` task's result kept with the run (:mod:`tk_checkpoint.reconciliation`)."""
+
+    run_id: str
+    checked_at: str
+    scope: str
+    tolerance: float
+    ok: bool
+    entities: list[ReconciledEntity] = []
+
+
 class RunDetail(RunFile):
-    """A run with its loaders' details (``api/runs/{run_id}``)."""
+    """A run with its loaders' details (``api/runs/{run_id}``) and its reconciliation, when it has one."""
 
     loaders: dict[str, _or_damaged(LoaderDetail)] = {}  # type: ignore[valid-type]
+    reconciliation: _or_damaged(Reconciliation) | None = None  # type: ignore[valid-type]
 
 
 RunEntry = _or_damaged(RunSummary)
@@ -182,6 +206,8 @@ def templates() -> jinja2.Environment:
         conf=present.format_conf,
         holder=present.format_holder,
         try_row=present.try_row,
+        reconcile_row=present.reconcile_row,
+        reconcile_heading=present.reconcile_heading,
         anchor=quote,
     )
     env.globals.update(
