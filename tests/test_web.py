@@ -157,3 +157,36 @@ def test_app_fails_closed_without_a_login(manager, tmp_path):
     client = TestClient(create_app(str(tmp_path)))
     for path in ("/", f"/runs/{RUN_ID}", "/api/runs", f"/api/runs/{RUN_ID}"):
         assert client.get(path).status_code == 401, path
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("total_items", "lots"), ("tries", [1]), ("failed_items", {"z-bad": "boom"}), ("meta", [1])],
+)
+def test_a_snapshot_field_of_the_wrong_type_shows_damaged_not_500(manager, tmp_path, field, value):
+    """Issue 12: such a file answered 500 on every page (a TypeError while reporting it)."""
+    from fastapi.testclient import TestClient
+
+    snapshot = next(p for p in (tmp_path / RUN_ID / "loaders").iterdir() if p.name.startswith("load_docum"))
+    doc = json.loads(snapshot.read_text())
+    doc[field] = value
+    snapshot.write_text(json.dumps(doc))
+    client = TestClient(_app(tmp_path))
+    for path in ("/", f"/runs/{RUN_ID}"):
+        page = client.get(path)
+        assert page.status_code == 200 and "damaged" in page.text and "load_documents.0" in page.text
+        assert f"&#39;{field}&#39; is" in page.text or "try 1 is" in page.text or "failed item" in page.text
+    for path in ("/api/runs", f"/api/runs/{RUN_ID}"):
+        answer = client.get(path)
+        assert answer.status_code == 200
+        run = answer.json()[0] if path == "/api/runs" else answer.json()
+        assert run["loaders"]["load_documents.0"]["state"] == "damaged"
+        assert run["loaders"]["load_zaken.0"]["state"] == "in_progress"  # the other loader still reads
+
+
+def test_a_negative_failures_count_is_a_client_error(manager, tmp_path):
+    from fastapi.testclient import TestClient
+
+    client = TestClient(_app(tmp_path))
+    assert client.get(f"/api/runs/{RUN_ID}", params={"failures": -1}).status_code == 422
+    assert client.get(f"/api/runs/{RUN_ID}", params={"failures": 0}).status_code == 200

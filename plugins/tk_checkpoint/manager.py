@@ -246,6 +246,7 @@ class CheckpointManager:
         """The run file plus, per loader (all, or ``loaders``), its summary, its tries and its last
         ``failures`` failed items with their errors: what ``tk-checkpoint show`` and the web page report.
         Damaged loader files show ``state: damaged``. Raises RunNotFoundError ("Run not found")."""
+        check_count(failures, "failures")
         run = self.get_run(run_id, loaders=False)
         names = self.loader_names(run_id) if loaders is None else list(loaders)
 

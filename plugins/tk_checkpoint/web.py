@@ -243,7 +243,7 @@ def create_app(base: Any = None) -> Any:
     cannot be imported this raises, rather than serving the pages to anyone.
     """
     from airflow.api_fastapi.core_api.security import requires_access_dag
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, HTTPException, Query, Request
     from fastapi.responses import HTMLResponse
 
     app = FastAPI(
@@ -281,7 +281,7 @@ def create_app(base: Any = None) -> Any:
         return manager().list_runs(details=True)
 
     @app.get("/api/runs/{run_id}", response_model=RunDetail, response_model_exclude_unset=True)
-    def run_json(run_id: str, failures: int = FAILURES_SHOWN) -> dict[str, Any]:
+    def run_json(run_id: str, failures: Annotated[int, Query(ge=0)] = FAILURES_SHOWN) -> dict[str, Any]:
         try:
             return manager().describe_run(run_id, failures=failures)
         except (RunNotFoundError, InvalidNameError) as e:
