@@ -142,17 +142,25 @@ def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_inges
     def tk_ingest():
         @task(retries=1)
         def setup() -> dict[str, str]:
+            """Conf errors (unknown key, wrong type, dates out of range, end before start) fail at once:
+            a retry cannot fix them. Others (API or Neo4j unreachable) keep their retry."""
+            from airflow.sdk.exceptions import AirflowFailException
+
             ctx = get_current_context()
             dag_run = ctx["dag_run"]
-            return pipeline.prepare_run(
-                dag_id=dag_run.dag_id,
-                run_id=dag_run.run_id,
-                conf=dag_run.conf or {},
-                params=ctx["params"],
-                data_interval_start=ctx.get("data_interval_start"),
-                data_interval_end=ctx.get("data_interval_end"),
-                now=pendulum.now("UTC"),
-            )
+            try:
+                return pipeline.prepare_run(
+                    dag_id=dag_run.dag_id,
+                    run_id=dag_run.run_id,
+                    conf=dag_run.conf or {},
+                    params=ctx["params"],
+                    data_interval_start=ctx.get("data_interval_start"),
+                    data_interval_end=ctx.get("data_interval_end"),
+                    now=pendulum.now("UTC"),
+                    valid_keys=ctx["dag"].params.keys(),
+                )
+            except pipeline.ConfError as e:
+                raise AirflowFailException(str(e)) from e
 
         @task
         def plan(entity: str, window: dict[str, str]) -> list[dict[str, str]]:

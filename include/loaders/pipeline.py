@@ -37,8 +37,19 @@ DEFAULT_LOOKBACK = timedelta(days=1)
 """Window of a manual run with neither ``start_date`` nor a data interval: the last day."""
 
 
+MIN_DATE = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_DATE = datetime(2100, 1, 1, tzinfo=UTC)
+"""The supported window: ``start_date`` and ``end_date`` in [1900-01-01, 2100-01-01]. The TK data starts in
+the 2000s; outside this range OData literals and the window arithmetic break (year 1, year 9999)."""
+
+
 class PipelineError(RuntimeError):
     """A run cannot proceed: bad window, failed items beyond tolerance, … (message says what to do)."""
+
+
+class ConfError(PipelineError):
+    """The run's conf or params are wrong (unknown key, wrong type, a date out of range, end before
+    start): deterministic, so the task fails at once instead of being retried."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,7 @@ class Window:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("Window bounds must be timezone-aware.")
         if self.end <= self.start:
-            raise PipelineError(
+            raise ConfError(
                 f"end ({self.end.isoformat()}) must be after start ({self.start.isoformat()}); "
                 "pass an end_date later than start_date, or leave end_date out."
             )
@@ -72,11 +83,61 @@ def _day_start(value: str | date | datetime) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
         return datetime.combine(value, time(0), tzinfo=UTC)
+    if not isinstance(value, str):
+        raise ConfError(f"{value!r} is not a date (expected a string YYYY-MM-DD).")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as e:
-        raise PipelineError(f"{value!r} is not a date (expected YYYY-MM-DD).") from e
+        raise ConfError(f"{value!r} is not a date (expected YYYY-MM-DD).") from e
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _in_range(name: str, value: datetime) -> datetime:
+    """``value`` when it lies in the supported range [MIN_DATE, MAX_DATE], else a ConfError naming it."""
+    if not MIN_DATE <= value <= MAX_DATE:
+        raise ConfError(
+            f"{name} {value.isoformat()} is out of the supported range "
+            f"[{MIN_DATE.date().isoformat()}, {MAX_DATE.date().isoformat()}]; pick a date in it."
+        )
+    return value
+
+
+def check_conf(conf: Mapping[str, Any], valid: Iterable[str]) -> None:
+    """Refuse conf keys the DAG does not know (a typo such as ``start-date`` would otherwise be ignored
+    and the run load the default window), naming the key and the valid ones."""
+    known = sorted(valid)
+    unknown = sorted(str(k) for k in conf if k not in known)
+    if unknown:
+        raise ConfError(
+            f"Unknown conf key(s) {unknown}; the valid keys are {known}. Nothing was loaded: trigger the "
+            "run again with the right key."
+        )
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """The run's params, checked for type and range (Airflow checks them at trigger time; a run built
+    another way, ``dag.test(run_conf=…)`` or the REST API of an older DAG version, may carry anything)."""
+
+    def integer(name: str, low: int, high: int | None = None, optional: bool = False) -> None:
+        value = params.get(name)
+        if value is None and optional:
+            return
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+        if not ok or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ConfError(f"Param {name} must be an integer {bound}, got {value!r}.")
+
+    integer("window_days", 1, 36600, optional=True)
+    integer("batch_size", 1, 10000, optional=True)
+    integer("cleanup_keep", 1, optional=True)
+    flag = params.get("fail_on_item_errors", True)
+    if not isinstance(flag, bool):
+        raise ConfError(f"Param fail_on_item_errors must be true or false, got {flag!r}.")
+    entities = params.get("entities")
+    if entities is not None and (
+        not isinstance(entities, list | tuple) or not all(isinstance(e, str) for e in entities)
+    ):
+        raise ConfError(f"Param entities must be a list of entity names, got {entities!r}.")
 
 
 def resolve_window(
@@ -93,13 +154,13 @@ def resolve_window(
     """
     start_param, end_param = params.get("start_date"), params.get("end_date")
     if start_param:
-        start = _day_start(start_param)
+        start = _in_range("start_date", _day_start(start_param))
     elif data_interval_start is not None and data_interval_end is not None and not end_param:
         return Window(data_interval_start, data_interval_end)
     else:
         start = None
     if end_param:
-        end = _day_start(end_param)
+        end = _in_range("end_date", _day_start(end_param))
     elif data_interval_end is not None and not start_param:
         end = data_interval_end
     else:
@@ -112,7 +173,7 @@ def resolve_window(
 def split_window(window: Window, days: int) -> list[Window]:
     """Consecutive sub-windows of at most ``days`` days covering ``window`` exactly, in order."""
     if days < 1:
-        raise PipelineError(f"window_days must be at least 1, got {days}.")
+        raise ConfError(f"window_days must be at least 1, got {days}.")
     step = timedelta(days=days)
     parts, cursor = [], window.start
     while cursor < window.end:
@@ -129,7 +190,7 @@ def check_entities(entities: Iterable[str]) -> list[str]:
     chosen = list(entities)
     unknown = set(chosen) - set(ENTITIES)
     if unknown:
-        raise PipelineError(f"Unknown entities {sorted(unknown)}; choose from {sorted(ENTITIES)}.")
+        raise ConfError(f"Unknown entities {sorted(unknown)}; choose from {sorted(ENTITIES)}.")
     return chosen
 
 
@@ -227,18 +288,24 @@ def prepare_run(
     now: datetime,
     conn_id: str = DEFAULT_CONN_ID,
     checkpoint_base: str | None = None,
+    valid_keys: Iterable[str] | None = None,
 ) -> dict[str, str]:
-    """The setup task: validate the window, create constraints, check the API, open the checkpoint run.
+    """The setup task: validate conf and window, create constraints, check the API, open the checkpoint run.
 
     Returns the run's window (the per-entity plan tasks split it, see :func:`plan_entity`). Fails before
-    any loading when the window is empty, Neo4j (or the database its connection names) is unreachable,
-    or the API's ``$metadata`` lacks what the loaders rely on.
+    any loading with :class:`ConfError` when the conf has a key outside ``valid_keys`` (the DAG's params;
+    None: not checked), a param of the wrong type, a date outside [MIN_DATE, MAX_DATE] or an empty
+    window (the DAG fails those at once, without retries); and with other errors when Neo4j (or the
+    database its connection names) is unreachable or the API's ``$metadata`` lacks what the loaders rely on.
     """
     from include.loaders.api import TKClient
     from include.loaders.entities import requirements
     from include.loaders.graph import connect, connection_database, ensure_constraints
     from include.loaders.settings import ApiSettings
 
+    if valid_keys is not None:
+        check_conf(conf, valid_keys)
+    check_params(params)
     window = resolve_window(params, data_interval_start, data_interval_end, now)
     entities = check_entities(params.get("entities") or [])
     log.info(
@@ -252,7 +319,7 @@ def prepare_run(
     settings = ApiSettings.from_env()
     with TKClient(settings) as client:
         client.check_metadata(requirements(entities))
-    log.info("API metadata check passed (%s, profile %s)", settings.service_root, settings.profile)
+        log.info("API metadata check passed (%s, profile %s)", client.root, settings.profile)
 
     with connect(conn_id) as driver:
         ensure_constraints(driver, database=connection_database(conn_id))
