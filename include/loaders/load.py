@@ -524,15 +524,44 @@ def run_loaders(
     """Run :func:`load_entity` for each entity in turn, with checkpoints under ``checkpoint_base``.
 
     The checkpoint run ``run_id`` is created or reopened, so a rerun with the same id skips what is done.
-    The loader checkpoints are named after the entities' loaders (``load_zaken`` …).
+    The loader checkpoints are named after the entities' loaders (``load_zaken`` …). At the end the run
+    is finished as its loaders ended (there is no Airflow listener to do it): ``completed``, or ``failed``
+    when a loader raised (the error is re-raised) or items still fail, so ``list``, the dashboard and
+    ``resume`` do not take it for unfinished work. Only a killed process leaves it ``running``.
     """
-    results: dict[str, LoadResult] = {}
-    manager = None
-    if checkpoint_base is not None:
-        from tk_checkpoint import CheckpointManager
+    if checkpoint_base is None:
+        return _run_loaders(entities, None, client=client, driver=driver, start=start, end=end, **options)
+    from tk_checkpoint import CheckpointManager
 
-        manager = CheckpointManager(checkpoint_base)
-        manager.start_new_run(run_id=run_id)
+    manager = CheckpointManager(checkpoint_base)
+    run_id = manager.start_new_run(run_id=run_id)
+    try:
+        results = _run_loaders(
+            entities, manager, client=client, driver=driver, start=start, end=end, **options
+        )
+    except BaseException as e:
+        manager.fail_run(run_id, error_text(e))
+        raise
+    failing = {name: r.failed for name, r in results.items() if r.failed}
+    if failing:
+        manager.fail_run(run_id, f"items still fail: {failing}")
+    else:
+        manager.complete_run(run_id)
+    return results
+
+
+def _run_loaders(
+    entities: Iterable[str],
+    manager: Any,
+    *,
+    client: PageSource,
+    driver: Driver,
+    start: datetime | None,
+    end: datetime | None,
+    **options: Any,
+) -> dict[str, LoadResult]:
+    """The loaders of :func:`run_loaders` in turn, each with its checkpoint when ``manager`` is set."""
+    results: dict[str, LoadResult] = {}
     for name in entities:
         ent = get_entity(name)
         if manager is None:
