@@ -17,6 +17,7 @@ from neo4j.exceptions import AuthError, ClientError, DriverError, Forbidden, Neo
 from include.loaders.entities import (
     KEY,
     TOMBSTONE_FLAG,
+    WATERMARK,
     Entity,
     Relationship,
     all_labels,
@@ -125,7 +126,7 @@ class PreparedItem:
     ``temporals`` the properties whose kind has a Cypher conversion (DATETIME, DATE) as validated ISO
     strings (Neo4j parses them with ``datetime()`` / ``date()``, keeping the offset and all 7 fractional
     digits), ``rels`` the target ids per owned relationship type (an empty list removes every edge of
-    that type).
+    that type), ``changed`` the row's ``ApiGewijzigdOp`` as the API sent it (for the lag metric).
     """
 
     id: str
@@ -133,6 +134,7 @@ class PreparedItem:
     props: dict[str, Any] = field(default_factory=dict)
     temporals: dict[str, str | None] = field(default_factory=dict)
     rels: dict[str, list[str]] = field(default_factory=dict)
+    changed: str | None = None
 
     def as_row(self) -> dict[str, Any]:
         return {"id": self.id, "props": self.props, "t": self.temporals, "rels": self.rels}
@@ -194,9 +196,11 @@ def prepare_item(entity: Entity, raw: Mapping[str, Any], key: str | None = None)
         )
     # item_key of a row with an Id is that Id lower-cased: the caller's key is the node id.
     rid = key if key is not None else rid.lower()
+    changed = raw.get(WATERMARK)
+    changed = changed if isinstance(changed, str) else None
     if raw.get(TOMBSTONE_FLAG):
-        return PreparedItem(id=rid, deleted=True)
-    item = PreparedItem(id=rid)
+        return PreparedItem(id=rid, deleted=True, changed=changed)
+    item = PreparedItem(id=rid, changed=changed)
     props, temporals = item.props, item.temporals
     for api_name, name, spec in entity.columns:  # each kind's row says how: no branch per kind here
         value = raw.get(api_name)

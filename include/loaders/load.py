@@ -46,6 +46,7 @@ from include.loaders.entities import CORE_ENTITIES, Entity, all_labels, get_enti
 from include.loaders.flow import BatchWriter, WindowCount, error_text, prefetch
 from include.loaders.graph import GraphWriter, ItemDataError, PreparedItem, item_key, prepare_item
 from include.loaders.ledger import Ledger, NullLedger
+from include.loaders.metrics import LoaderMetrics
 from include.loaders.settings import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger(__name__)
@@ -220,6 +221,7 @@ class _Loop:
         self.end = end
         self.progress_seconds = progress_seconds
         self.result = LoadResult(entity=entity.name)
+        self.metrics = LoaderMetrics.for_task(entity.name)  # Airflow's Stats; never raises
         self.batches = BatchWriter(
             graph,
             entity,
@@ -227,6 +229,7 @@ class _Loop:
             on_committed=self._committed,
             on_failed=lambda item, error: self._failed(item.id, error, item),
             threaded=pipeline,
+            metrics=self.metrics,
         )
         self.retry_pool: dict[str, PreparedItem] = {}
         """Items that failed in Neo4j in this call, for the retry rounds (at most MAX_RETRY_POOL)."""
@@ -296,6 +299,7 @@ class _Loop:
             sleep(wait)
             items = list(self.retry_pool.values())
             self.result.retried += len(items)
+            self.metrics.retried(len(items))
             for item in items:
                 self.batches.add(item)
             self.batches.flush()
@@ -376,6 +380,7 @@ class _Loop:
         self._progress(force=True)
         self.ledger.save_progress()
         self.ledger.complete()
+        self.metrics.finished()
         log.info(result.summary_line())
         if result.failed:
             log.warning(
@@ -401,6 +406,7 @@ class _Loop:
             self.ledger.fail(error_text(error))
         except Exception:
             log.exception("Could not save the checkpoint of %s after an error", self.entity.name)
+        self.metrics.finished()
         log.error(
             "❌ %s load stopped after %d processed / %d skipped / %d failed: %s",
             self.entity.name,
@@ -436,6 +442,7 @@ class _Loop:
             self.failing.discard(key)
             self.retry_pool.pop(key, None)
         self.ledger.mark_processed_many(keys)
+        self.metrics.processed(i.changed for i in items)
         self.result.processed += len(keys)
         self.result.deleted += sum(1 for i in items if i.deleted)
         self.ledger.save_progress()
@@ -447,12 +454,14 @@ class _Loop:
         if item is not None and (key in self.retry_pool or len(self.retry_pool) < MAX_RETRY_POOL):
             self.retry_pool[key] = item
         self.ledger.mark_failed(key, error)
+        self.metrics.failed()
 
     def _flush_skips(self) -> None:
         """End a streak of skipped items: counted here, once, and logged."""
         if self.skip_streak:
             log.info("⏭️ Skipping %d already-processed items", self.skip_streak)
             self.ledger.mark_skipped(self.skip_streak)
+            self.metrics.skipped(self.skip_streak)
             self.result.skipped += self.skip_streak
             self.skip_streak = 0
 

@@ -1,0 +1,334 @@
+"""The loaders' metrics (include/loaders/metrics.py) through Airflow's own Stats.
+
+* the README's table is the module's list, row for row;
+* names, tags, the names that carry the entity (Airflow's ``legacy_names_on``) and the lag from
+  ``ApiGewijzigdOp`` values with different offsets;
+* a load through Airflow's real ``Stats`` facade with a recording backend, on the offline TK API with
+  injected HTTP 500s: processed = rows, requests = the server's responses, retries = its 500s, the
+  backoff timings = the client's sleeps;
+* a broken metrics backend (raising on every call, or failing to be made) is logged once per loader
+  and API client and the load completes;
+* acceptance: ``airflow dags test tk_ingest`` with Airflow's StatsD client pointed at a UDP listener on
+  loopback: every documented name arrives, processed per entity equals the nodes in Neo4j plus the
+  tombstones (and the checkpoint's count), failed = 0, requests = the server's responses.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import socket
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from include.loaders import metrics as m
+from include.loaders.entities import ENTITIES
+from include.tk_replay.dataset import Dataset
+from include.tk_replay.faults import FaultConfig
+from tests.conftest import ROOT
+from tests.loader_fixtures import replay
+from tests.test_dag import airflow_env, dags_test, first_day
+
+LOADER_METRICS = [x for x in m.METRICS if x.name.startswith("tk.loader.")]
+API_METRICS = [x for x in m.METRICS if x.name.startswith("tk.api.")]
+
+
+# -- the README ---------------------------------------------------------------------------------------
+def _readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    assert match, f"README.md has no '## {title}' section"
+    return match.group(1)
+
+
+def test_readme_metrics_table_is_the_modules_list():
+    section = _readme_section("Metrics")
+    assert m.markdown_table() in section  # python -m include.loaders.metrics prints it
+    documented = re.findall(r"^\| `([a-z0-9_.]+)` \|", section, re.M)
+    assert documented == [x.name for x in m.METRICS]
+    assert len(set(documented)) == len(documented)
+    assert all(x.name.startswith(m.PREFIX + ".") for x in m.METRICS)
+    assert {x.kind for x in m.METRICS} <= {"counter", "timer", "gauge"}
+
+
+# -- the module -----------------------------------------------------------------------------------------
+class Recorder:
+    """A metrics backend with the calls of Airflow's StatsD/OTel loggers, recording them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any, dict[str, Any]]] = []
+        self.lock = threading.Lock()
+
+    def _add(self, kind: str, stat: str, value: Any, tags: dict[str, Any] | None) -> None:
+        with self.lock:
+            self.calls.append((kind, stat, value, dict(tags or {})))
+
+    def incr(self, stat: str, count: int = 1, rate: float = 1, *, tags: dict | None = None) -> None:
+        self._add("counter", stat, count, tags)
+
+    def decr(self, stat: str, count: int = 1, rate: float = 1, *, tags: dict | None = None) -> None:
+        self._add("counter", stat, -count, tags)
+
+    def gauge(self, stat: str, value: float, rate: float = 1, delta: bool = False, *, tags=None) -> None:
+        self._add("gauge", stat, value, tags)
+
+    def timing(self, stat: str, dt: Any, *, tags: dict | None = None) -> None:
+        self._add("timer", stat, dt, tags)
+
+    def timer(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the loaders send timings, not timers")
+
+    def total(self, stat: str, **tags: str) -> float:
+        return sum(
+            v
+            for k, s, v, t in self.calls
+            if k == "counter" and s == stat and all(t.get(a) == b for a, b in tags.items())
+        )
+
+    def values(self, stat: str) -> list[Any]:
+        return [v for _, s, v, _ in self.calls if s == stat]
+
+
+def test_loader_metrics_names_tags_and_the_lag():
+    rec = Recorder()
+    lm = m.LoaderMetrics("Zaak", {"dag_id": "tk_ingest", "task_id": "load_zaken"}, stats=rec, legacy=True)
+    # 10:00+02:00 is 08:00Z: the newest is the 09:30Z row, which a comparison of the strings would miss
+    lm.processed(["2024-06-01T10:00:00+02:00", "2024-06-01T09:30:00.1234567Z", None])
+    lm.skipped(0)  # nothing to count, nothing sent
+    lm.batch_written(0.25)
+    now = datetime(2024, 6, 1, 10, 30, 0, 123456, tzinfo=UTC)
+    lm.finished(now=now)
+
+    tags = {"dag_id": "tk_ingest", "task_id": "load_zaken", "entity": "Zaak"}
+    assert ("counter", "tk.loader.items.processed", 3, tags) in rec.calls
+    assert ("counter", "tk.loader.items.processed.Zaak", 3, tags) in rec.calls
+    assert ("timer", "tk.loader.batch.write", timedelta(seconds=0.25), tags) in rec.calls
+    for counter in ("skipped", "failed", "retried"):  # every series exists: 0, not "no data"
+        assert rec.values(f"tk.loader.items.{counter}") == [0]
+        assert rec.values(f"tk.loader.items.{counter}.Zaak") == [0]
+    assert rec.values("tk.loader.lag") == [3600.0]  # 10:30:00.123456 - 09:30:00.123456
+    assert {s for _, s, _, _ in rec.calls} == {x.name for x in LOADER_METRICS} | {
+        m.legacy_name(x, "Zaak") for x in LOADER_METRICS
+    }
+
+    only_tagged = Recorder()  # [metrics] legacy_names_on = False: the tagged names only
+    lm = m.LoaderMetrics("Zaak", stats=only_tagged, legacy=False)
+    lm.processed(["2024-06-01T10:00:00Z"])
+    lm.batch_written(0.1)
+    lm.finished()
+    assert {s for _, s, _, _ in only_tagged.calls} == {x.name for x in LOADER_METRICS}
+    assert all(t == {"entity": "Zaak"} for *_, t in only_tagged.calls)
+
+
+def test_api_metrics_take_the_entity_set_from_the_url():
+    rec = Recorder()
+    api = m.ApiMetrics(stats=rec, legacy=True)
+    root = "http://127.0.0.1:1/OData/v4/2.0"
+    api.request(f"{root}/Zaak?$filter=ApiGewijzigdOp%20ge%202024-01-01T00:00:00Z")
+    api.request(f"{root}/Zaak?$skiptoken=Id-0f0e")
+    api.request(f"{root}/Document(0f0e-11)?$select=Id")
+    api.request(f"{root}/$metadata")
+    api.retry(f"{root}/Zaak?$top=0&$count=true", 1.5)
+    assert rec.total("tk.api.requests") == 4
+    assert rec.total("tk.api.requests.Zaak") == 2
+    assert rec.total("tk.api.requests", entity="Document") == 1
+    assert rec.total("tk.api.requests.metadata") == 1
+    assert rec.total("tk.api.retries.Zaak") == 1
+    assert rec.values("tk.api.backoff") == [timedelta(seconds=1.5)]
+    assert m.legacy_name(m.API_REQUESTS, "a.b c") == "tk.api.requests.a_b_c"  # a StatsD name stays whole
+
+
+# -- through Airflow's own Stats facade --------------------------------------------------------------
+@pytest.fixture
+def airflow_stats() -> Iterator[Any]:
+    """Airflow's Stats (the Task SDK's, which task code sees), initialised as Airflow's processes do;
+    afterwards back to Airflow's no-op logger."""
+    from airflow.sdk._shared.observability.metrics.base_stats_logger import NoStatsLogger
+    from airflow.sdk.observability import stats
+
+    assert m.airflow_stats() is stats  # the module the load path sends to
+    yield stats
+    stats.initialize(factory=NoStatsLogger, export_legacy_names=True)
+
+
+def _client(url: str, sleeps: list[float], retries: int) -> Any:
+    from include.loaders.api import TKClient
+    from include.loaders.settings import ApiSettings
+
+    settings = ApiSettings(base_url=url, max_retries=retries, backoff_base=0.01, read_timeout=30.0)
+    return TKClient(settings, sleep=sleeps.append)
+
+
+def _seed_failing_first(rate: float) -> int:
+    """A fault seed whose first draw is an error: the first data request fails, so one retry at least."""
+    return next(s for s in range(1000) if random.Random(s).random() < rate)
+
+
+def test_a_load_through_airflows_stats_counts_items_requests_and_retries(airflow_stats, neo4j_empty):
+    from include.loaders.load import load_entity
+
+    rec = Recorder()
+    airflow_stats.initialize(factory=lambda: rec, export_legacy_names=True)
+    ds = Dataset.generate(120, seed=5, sets=("Zaak",))
+    rate = 0.3
+    faults = FaultConfig(seed=_seed_failing_first(rate), error_rate=rate)
+    sleeps: list[float] = []
+    with replay(ds, faults) as server, _client(server.url, sleeps, retries=8) as client:
+        result = load_entity("Zaak", client=client, driver=neo4j_empty, batch_size=25, sleep=lambda s: None)
+        served = server.stats()
+    rows = len(ds.rows["Zaak"])
+    assert result.processed == rows and result.failed == 0
+    assert rec.total("tk.loader.items.processed", entity="Zaak") == rows
+    assert rec.total("tk.loader.items.processed.Zaak") == rows
+    assert rec.total("tk.loader.items.failed") == 0
+    assert len(rec.values("tk.loader.batch.write")) >= rows // 25
+    responses = sum(v for k, v in served.items() if k.startswith("http_"))
+    assert served["http_500"] >= 1
+    assert rec.total("tk.api.requests") == responses
+    assert rec.total("tk.api.retries") == served["http_500"] == len(sleeps)
+    assert rec.values("tk.api.backoff") == [timedelta(seconds=s) for s in sleeps]
+    newest = max(datetime.fromisoformat(r["ApiGewijzigdOp"]) for r in ds.rows["Zaak"].values())
+    (lag,) = rec.values("tk.loader.lag")
+    assert abs(lag - (datetime.now(UTC) - newest).total_seconds()) < 60
+
+
+class Broken:
+    """A backend whose every call fails, as a misconfigured client might."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> None:
+            raise OSError(f"metrics backend down ({name})")
+
+        return fail
+
+
+def _cannot_be_made() -> Any:
+    raise RuntimeError("cannot make the StatsD client")
+
+
+@pytest.mark.parametrize("factory", [Broken, _cannot_be_made], ids=["raising", "unmakeable"])
+def test_a_broken_metrics_backend_is_logged_once_and_the_load_goes_on(
+    airflow_stats, neo4j_empty, caplog, factory
+):
+    from include.loaders.load import load_entity
+
+    airflow_stats.initialize(factory=factory, export_legacy_names=True)
+    ds = Dataset.generate(80, seed=6, sets=("Zaak",))
+    caplog.set_level(logging.WARNING, logger="include.loaders.metrics")
+    sleeps: list[float] = []
+    with replay(ds) as server, _client(server.url, sleeps, retries=1) as client:
+        result = load_entity("Zaak", client=client, driver=neo4j_empty, batch_size=10)
+    assert result.processed == len(ds.rows["Zaak"]) and result.failed == 0
+    count = neo4j_empty.execute_query("MATCH (z:Zaak) RETURN count(z) AS c").records[0]["c"]
+    assert count == len(ds.live_ids("Zaak"))
+    warnings = [r.getMessage() for r in caplog.records if "Metrics backend failed" in r.getMessage()]
+    # once for the loader, once for the API client, however many numbers were dropped
+    assert len(warnings) == 2, warnings
+    assert any("this loader" in w for w in warnings) and any("this API client" in w for w in warnings)
+
+
+# -- acceptance: airflow dags test with Airflow's StatsD client -------------------------------------------
+class StatsdListener:
+    """A UDP socket on loopback (a port from the OS) collecting StatsD datagrams in a thread."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            self.lines.extend(data.decode().splitlines())
+
+    def __enter__(self) -> StatsdListener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.5)  # the last datagrams of the run
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+    def parsed(self, prefix: str) -> dict[str, list[tuple[float, str]]]:
+        """``{name without prefix: [(value, type), …]}`` of the lines under ``prefix``."""
+        out: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        for line in self.lines:
+            name, _, rest = line.partition(":")
+            value, _, kind = rest.partition("|")
+            if name.startswith(prefix + "."):
+                out[name.removeprefix(prefix + ".")].append((float(value), kind.split("|")[0]))
+        return out
+
+
+def test_dags_test_sends_the_documented_metrics_to_statsd(airflow_db, neo4j_empty, tmp_path):
+    from tk_checkpoint import CheckpointManager
+
+    ds = Dataset.generate(150, seed=12)
+    rate = 0.25
+    faults = FaultConfig(seed=_seed_failing_first(rate), error_rate=rate)  # a few HTTP 500s: retries
+    prefix = "tkmetricstest"  # [metrics] statsd_prefix: Airflow's setting decides the names' prefix
+    with StatsdListener() as listener, replay(ds, faults) as server:
+        env = airflow_env(
+            server.url,
+            tmp_path,
+            TK_API_MAX_RETRIES="8",
+            AIRFLOW__METRICS__STATSD_ON="True",
+            AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
+            AIRFLOW__METRICS__STATSD_PORT=str(listener.port),
+            AIRFLOW__METRICS__STATSD_PREFIX=prefix,
+        )
+        t0 = datetime.now(UTC)
+        proc = dags_test({"start_date": first_day(ds), "window_days": 3660}, env, timeout=300)
+        t1 = datetime.now(UTC)
+        served = server.stats()
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    got = listener.parsed(prefix)
+    assert got.get("ti.start"), "Airflow's own metrics did not arrive: the listener is wrong"
+
+    kinds = {"counter": "c", "timer": "ms", "gauge": "g"}
+    for metric in m.METRICS:  # every documented name arrives, with its type
+        assert {k for _, k in got.get(metric.name, [])} == {kinds[metric.kind]}, metric.name
+
+    def total(name: str) -> float:
+        return sum(v for v, _ in got.get(name, []))
+
+    run = CheckpointManager(str(tmp_path)).list_runs(details=True)[0]
+    for name, entity in ENTITIES.items():
+        nodes = neo4j_empty.execute_query(f"MATCH (n:`{entity.label}`) RETURN count(n) AS c").records[0]["c"]
+        rows = ds.rows[entity.entity_set]
+        tombstones = len(rows) - len(ds.live_ids(entity.entity_set))
+        processed = total(m.legacy_name(m.ITEMS_PROCESSED, name))
+        assert processed == nodes + tombstones, name
+        assert processed == run["loaders"][f"{entity.loader}.0"]["processed_count"], name
+        for metric in (m.ITEMS_FAILED, m.ITEMS_SKIPPED, m.ITEMS_RETRIED):
+            assert m.legacy_name(metric, name) in got and total(m.legacy_name(metric, name)) == 0
+        assert got[m.legacy_name(m.BATCH_WRITE, name)], name
+        assert total(m.legacy_name(m.API_REQUESTS, entity.entity_set)) > 0, name
+        newest = max(datetime.fromisoformat(r["ApiGewijzigdOp"]) for r in rows.values())
+        (lag,) = (v for v, _ in got[m.legacy_name(m.LAG, name)])
+        assert (t0 - newest).total_seconds() - 1 <= lag <= (t1 - newest).total_seconds() + 1, name
+
+    # plain StatsD drops the tags: the tagged name carries the sum over the entities
+    entity_names = {e: m.legacy_name(m.ITEMS_PROCESSED, e) for e in ENTITIES}
+    assert total(m.ITEMS_PROCESSED.name) == sum(total(n) for n in entity_names.values())
+    assert total(m.ITEMS_FAILED.name) == 0
+    responses = sum(v for k, v in served.items() if k.startswith("http_"))
+    assert total(m.API_REQUESTS.name) == responses > 0
+    assert total(m.API_RETRIES.name) == served["http_500"] == len(got[m.API_BACKOFF.name]) >= 1
