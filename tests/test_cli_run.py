@@ -44,3 +44,21 @@ def test_the_command_line_completes_its_run_and_fails_it_when_items_fail(neo4j_e
     assert failed["state"] == "failed" and "items still fail" in (failed.get("error") or "")
     # nothing is left looking like unfinished work: list --incomplete shows only the failed run
     assert [r["run_id"] for r in manager.list_runs(incomplete=True)] == ["cli_bad"]
+
+
+def test_the_command_line_says_in_one_line_why_it_could_not_load(tmp_path):
+    """No traceback for what a user can meet: bad arguments (exit 2 from argparse) and an unreachable
+    Neo4j or API (exit 2, one line naming it)."""
+    env = {**os.environ, "TK_API_BASE_URL": "http://127.0.0.1:9", "TK_API_MAX_RETRIES": "0"}
+    cmd = [sys.executable, "-m", "include.loaders"]
+    cases = [
+        (["--start", "0001-01-01"], "out of the supported range"),
+        (["--start", "2024-06-02", "--end", "2024-06-01"], "must be after --start"),
+        (["Zaken"], "Unknown entity 'Zaken'"),
+        (["Zaak"], "ApiError: TK API request failed 1 time(s), giving up: http://127.0.0.1:9/"),
+    ]
+    for extra, message in cases:
+        argv = [*cmd, *extra, "--checkpoint-base", str(tmp_path)]
+        out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, (extra, out.stderr[-2000:])
+        assert message in out.stderr and "Traceback" not in out.stderr, (extra, out.stderr[-2000:])

@@ -5,19 +5,37 @@
 The TK API from ``TK_API_BASE_URL`` / ``TK_API_PROFILE`` (``ApiSettings.from_env``); Neo4j from the
 Airflow connection ``--conn-id`` (default ``neo4j_default``; its ``schema`` names the database);
 checkpoints under ``--checkpoint-base`` or ``TK_CHECKPOINT_BASE`` (none when neither is set). The exit
-status is 1 when items still fail at the end.
+status is 1 when items still fail at the end, 2 when the load could not run or stopped (the API or Neo4j
+unreachable, a bad argument, a checkpoint that cannot be opened): one line on stderr says why.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
-from include.loaders.entities import CORE_ENTITIES
+from include.loaders.entities import CORE_ENTITIES, get_entity
 from include.loaders.load import run_loaders
 from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID
+
+
+def _when(value: str) -> datetime:
+    """An ISO date or datetime (UTC when it has no offset) in the supported range of the pipeline."""
+    from include.loaders.pipeline import MAX_DATE, MIN_DATE
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO date or datetime") from None
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not MIN_DATE <= parsed <= MAX_DATE:
+        raise argparse.ArgumentTypeError(
+            f"{value} is out of the supported range [{MIN_DATE.date()}, {MAX_DATE.date()}]"
+        )
+    return parsed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,24 +46,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "entities", nargs="*", default=list(CORE_ENTITIES), help="entity names (default: the core five)"
     )
-    parser.add_argument("--start", type=datetime.fromisoformat, help="window start (ISO, tz-aware)")
-    parser.add_argument("--end", type=datetime.fromisoformat, help="window end, exclusive (ISO, tz-aware)")
+    parser.add_argument("--start", type=_when, help="window start (ISO; UTC when without offset)")
+    parser.add_argument("--end", type=_when, help="window end, exclusive (ISO; UTC when without offset)")
     parser.add_argument("--run-id", help="checkpoint run id (reuse it to resume)")
     parser.add_argument("--checkpoint-base", help="checkpoint base (default: TK_CHECKPOINT_BASE, or none)")
     parser.add_argument("--conn-id", default=DEFAULT_CONN_ID, help="Airflow connection of Neo4j")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     args = parser.parse_args(argv)
+    if args.start and args.end and args.end <= args.start:
+        parser.error(f"--end {args.end.isoformat()} must be after --start {args.start.isoformat()}")
+    for name in args.entities:
+        try:
+            get_entity(name)
+        except KeyError as e:
+            parser.error(str(e.args[0]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     # imported here: --help needs neither Airflow nor the checkpoint engine
     from tk_checkpoint.settings import base_from_env
 
+    base = args.checkpoint_base or base_from_env()  # no base: no checkpoints
+    try:
+        results = _load(args, base)
+    except Exception as e:  # one line that names the problem; the log above has the details
+        if not _expected(e):
+            raise
+        print(f"python -m include.loaders: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    return 1 if any(r.failed for r in results.values()) else 0
+
+
+def _expected(error: Exception) -> bool:
+    """Errors a user can meet (API, Neo4j, checkpoints, settings); anything else is a bug and raises."""
+    from neo4j.exceptions import DriverError, Neo4jError
+    from tk_checkpoint import CheckpointError
+
+    from include.loaders.api import ApiError
+    from include.loaders.graph import Neo4jConnectionError
+    from include.loaders.pipeline import PipelineError
+
+    known = (ApiError, Neo4jConnectionError, PipelineError, CheckpointError, DriverError, Neo4jError)
+    return isinstance(error, (*known, ValueError))
+
+
+def _load(args: argparse.Namespace, base: str | None) -> dict:
+    """The load itself: the API's ``$metadata`` checked, then the loaders in turn."""
     from include.loaders.api import TKClient
     from include.loaders.entities import requirements
     from include.loaders.graph import connect, connection_database
     from include.loaders.settings import ApiSettings
 
-    base = args.checkpoint_base or base_from_env()  # no base: no checkpoints
     with TKClient(ApiSettings.from_env()) as client:
         client.check_metadata(requirements(args.entities))
         with connect(args.conn_id) as driver:
@@ -60,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 database=connection_database(args.conn_id),
             )
-    return 1 if any(r.failed for r in results.values()) else 0
+    return results
 
 
 if __name__ == "__main__":
