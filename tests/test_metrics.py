@@ -8,6 +8,8 @@
   backoff timings = the client's sleeps;
 * a broken metrics backend (raising on every call, or failing to be made) is logged once per loader
   and API client and the load completes;
+* OpenTelemetry: with ``[metrics] otel_on`` the same calls reach an OTLP/HTTP receiver on loopback with
+  their tags as attributes;
 * acceptance: ``airflow dags test tk_ingest`` with Airflow's StatsD client pointed at a UDP listener on
   loopback: every documented name arrives, processed per entity equals the nodes in Neo4j plus the
   tombstones (and the checkpoint's count), failed = 0, requests = the server's responses.
@@ -234,6 +236,111 @@ def test_a_broken_metrics_backend_is_logged_once_and_the_load_goes_on(
     assert any("this loader" in w for w in warnings) and any("this API client" in w for w in warnings)
 
 
+# -- OpenTelemetry --------------------------------------------------------------------------------------
+_OTEL_CHILD = """
+import sys
+from airflow.sdk.configuration import conf
+from airflow.sdk.observability import stats
+from airflow.sdk.observability.metrics import stats_utils
+
+# what Airflow's task runner does first: Stats from [metrics]
+stats.initialize(factory=stats_utils.get_stats_factory(),
+                 export_legacy_names=conf.getboolean("metrics", "legacy_names_on"))
+from include.loaders.metrics import ApiMetrics, LoaderMetrics
+
+lm = LoaderMetrics.for_task("Zaak")
+lm.processed(["2024-06-01T10:00:00Z"] * int(sys.argv[1]))
+lm.batch_written(0.2)
+lm.finished()
+api = ApiMetrics.for_task()
+api.request("http://127.0.0.1:1/OData/v4/2.0/Zaak?$top=1")
+api.retry("http://127.0.0.1:1/OData/v4/2.0/Zaak?$top=1", 0.5)
+"""  # the exporter sends what it holds when the process exits
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP metrics receiver on loopback: decodes every ``POST /v1/metrics``."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.requests: list[Any] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                import gzip
+
+                from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+                    ExportMetricsServiceRequest,
+                )
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                if self.path == "/v1/metrics":
+                    receiver.requests.append(ExportMetricsServiceRequest.FromString(body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> OtlpReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def points(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """``{metric name: [(attributes, value), …]}``: a sum's value, a histogram's sum (plain or
+        exponential), a gauge's value."""
+        out: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        for req in self.requests:
+            for metric in (x for r in req.resource_metrics for s in r.scope_metrics for x in s.metrics):
+                kind = metric.WhichOneof("data")
+                for p in getattr(metric, kind).data_points:
+                    attrs = {a.key: a.value.string_value for a in p.attributes}
+                    value = p.sum if "histogram" in kind else getattr(p, p.WhichOneof("value"))
+                    out[metric.name].append((attrs, value))
+        return out
+
+
+def test_opentelemetry_gets_the_metrics_with_their_tags(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    n = 7
+    with OtlpReceiver() as receiver:
+        env = dict(
+            os.environ,
+            AIRFLOW__METRICS__OTEL_ON="True",
+            AIRFLOW__METRICS__OTEL_PREFIX="tkotel",
+            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+            PYTHONPATH=str(ROOT),
+            PYTHONWARNINGS="ignore",
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", _OTEL_CHILD, str(n)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    points = receiver.points()
+    for metric in m.METRICS:  # OpenTelemetry keeps the tags, as attributes
+        assert f"tkotel.{metric.name}" in points, (metric.name, sorted(points))
+        assert all(attrs == {"entity": "Zaak"} for attrs, _ in points[f"tkotel.{metric.name}"])
+    assert points["tkotel.tk.loader.items.processed"][-1][1] == n  # cumulative: the last export holds all
+    assert points["tkotel.tk.loader.items.failed"][-1][1] == 0
+    assert points["tkotel.tk.api.backoff"][-1][1] == pytest.approx(500.0)  # ms, as Airflow's timers
+
+
 # -- acceptance: airflow dags test with Airflow's StatsD client -------------------------------------------
 class StatsdListener:
     """A UDP socket on loopback (a port from the OS) collecting StatsD datagrams in a thread."""
@@ -266,18 +373,24 @@ class StatsdListener:
         self._thread.join(timeout=5)
         self.sock.close()
 
-    def parsed(self, prefix: str) -> dict[str, list[tuple[float, str]]]:
-        """``{name without prefix: [(value, type), …]}`` of the lines under ``prefix``."""
-        out: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    def parsed(self, prefix: str) -> dict[str, list[tuple[float, str, dict[str, str]]]]:
+        """``{name without prefix: [(value, type, tags), …]}`` of the lines under ``prefix``; tags are
+        those an InfluxDB-style line carries after the name (``name,k=v,…:1|c``), else none."""
+        out: dict[str, list[tuple[float, str, dict[str, str]]]] = defaultdict(list)
         for line in self.lines:
-            name, _, rest = line.partition(":")
+            head, _, rest = line.partition(":")
+            name, *pairs = head.split(",")
             value, _, kind = rest.partition("|")
             if name.startswith(prefix + "."):
-                out[name.removeprefix(prefix + ".")].append((float(value), kind.split("|")[0]))
+                tags = dict(p.split("=", 1) for p in pairs)
+                out[name.removeprefix(prefix + ".")].append((float(value), kind.split("|")[0], tags))
         return out
 
 
-def test_dags_test_sends_the_documented_metrics_to_statsd(airflow_db, neo4j_empty, tmp_path):
+@pytest.mark.parametrize("influxdb", [False, True], ids=["statsd", "statsd-influxdb-tags"])
+def test_dags_test_sends_the_documented_metrics_to_statsd(airflow_db, neo4j_empty, tmp_path, influxdb):
+    """Plain StatsD (the tags dropped; the names that carry the entity), and with ``[metrics]
+    statsd_influxdb_enabled``, where Airflow appends the tags to each line: Airflow's own task tags."""
     from tk_checkpoint import CheckpointManager
 
     ds = Dataset.generate(150, seed=12)
@@ -293,6 +406,7 @@ def test_dags_test_sends_the_documented_metrics_to_statsd(airflow_db, neo4j_empt
             AIRFLOW__METRICS__STATSD_HOST="127.0.0.1",
             AIRFLOW__METRICS__STATSD_PORT=str(listener.port),
             AIRFLOW__METRICS__STATSD_PREFIX=prefix,
+            AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED=str(influxdb),
         )
         t0 = datetime.now(UTC)
         proc = dags_test({"start_date": first_day(ds), "window_days": 3660}, env, timeout=300)
@@ -304,10 +418,10 @@ def test_dags_test_sends_the_documented_metrics_to_statsd(airflow_db, neo4j_empt
 
     kinds = {"counter": "c", "timer": "ms", "gauge": "g"}
     for metric in m.METRICS:  # every documented name arrives, with its type
-        assert {k for _, k in got.get(metric.name, [])} == {kinds[metric.kind]}, metric.name
+        assert {k for _, k, _ in got.get(metric.name, [])} == {kinds[metric.kind]}, metric.name
 
     def total(name: str) -> float:
-        return sum(v for v, _ in got.get(name, []))
+        return sum(v for v, _, _ in got.get(name, []))
 
     run = CheckpointManager(str(tmp_path)).list_runs(details=True)[0]
     for name, entity in ENTITIES.items():
@@ -322,10 +436,22 @@ def test_dags_test_sends_the_documented_metrics_to_statsd(airflow_db, neo4j_empt
         assert got[m.legacy_name(m.BATCH_WRITE, name)], name
         assert total(m.legacy_name(m.API_REQUESTS, entity.entity_set)) > 0, name
         newest = max(datetime.fromisoformat(r["ApiGewijzigdOp"]) for r in rows.values())
-        (lag,) = (v for v, _ in got[m.legacy_name(m.LAG, name)])
+        (lag,) = (v for v, _, _ in got[m.legacy_name(m.LAG, name)])
         assert (t0 - newest).total_seconds() - 1 <= lag <= (t1 - newest).total_seconds() + 1, name
+        if influxdb:  # Airflow's task tags (ti.stats_tags) and the entity, on every loader line
+            tags = {"dag_id": "tk_ingest", "task_id": entity.loader, "entity": name}
+            for metric in LOADER_METRICS:
+                assert all(t == tags for *_, t in got[metric.name] if t["entity"] == name), metric.name
+            api = [t for *_, t in got[m.API_REQUESTS.name] if t["entity"] == entity.entity_set]
+            assert entity.loader in {t["task_id"] for t in api}, name  # its client, in its task
 
-    # plain StatsD drops the tags: the tagged name carries the sum over the entities
+    if influxdb:
+        lines = [t for name, values in got.items() if name.startswith("tk.") for *_, t in values]
+        assert lines and all(t["dag_id"] == "tk_ingest" and "task_id" in t for t in lines)
+        assert {t["task_id"] for *_, t in got[m.API_REQUESTS.name] if t["entity"] == "metadata"} == {"setup"}
+    else:
+        assert all("," not in name for name in got)  # plain StatsD: no tags on the wire
+    # the tagged name carries the sum over the entities (StatsD cannot tell them apart by tags)
     entity_names = {e: m.legacy_name(m.ITEMS_PROCESSED, e) for e in ENTITIES}
     assert total(m.ITEMS_PROCESSED.name) == sum(total(n) for n in entity_names.values())
     assert total(m.ITEMS_FAILED.name) == 0

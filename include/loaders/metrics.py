@@ -169,12 +169,12 @@ def task_tags() -> dict[str, str]:
 
     try:
         ti = get_current_context()["ti"]
-    except Exception:  # not inside a task: no context
+        tags = getattr(ti, "stats_tags", None)  # Airflow's own tags of this task instance
+        if isinstance(tags, Mapping):
+            return {str(k): str(v) for k, v in tags.items()}
+        return {"dag_id": str(ti.dag_id), "task_id": str(ti.task_id)}
+    except Exception:  # not inside a task (no context), or a context without a task instance
         return {}
-    tags = getattr(ti, "stats_tags", None)
-    if isinstance(tags, Mapping):
-        return {str(k): str(v) for k, v in tags.items()}
-    return {"dag_id": str(ti.dag_id), "task_id": str(ti.task_id)}
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -191,9 +191,13 @@ class _Emitter:
 
     def __init__(self, tags: Mapping[str, str], stats: StatsBackend | None, legacy: bool | None) -> None:
         self.tags = dict(tags)
-        self.stats = stats if stats is not None else airflow_stats()
-        self.legacy = legacy if legacy is not None else legacy_names_on()
         self.broken = False
+        try:
+            self.stats = stats if stats is not None else airflow_stats()
+            self.legacy = legacy if legacy is not None else legacy_names_on()
+        except Exception:  # e.g. a [metrics] value Airflow cannot read: no metrics, but the load goes on
+            log.warning("Cannot set up the metrics backend; no metrics are sent", exc_info=True)
+            self.stats, self.legacy, self.broken = _Dropped(), False, True
 
     def send(self, metric: Metric, value: float, entity: str) -> None:
         if self.broken:
