@@ -4,7 +4,8 @@ Against a real ``airflow standalone``: a real DAG run of ``tk_ingest`` against t
 one Zaak row carries HTML in a date field, so that item fails with an error text holding that HTML. Then,
 as a user would: log in on the UI's login page, open *Browse -> Checkpoints* from the menu, see the run
 with its progress bars, open the DAG run's *Checkpoints* tab and read the failed item's error as text
-(escaped: no element made of it, no script run). Screenshots go to ``.local/artifacts/`` (CI keeps them).
+(escaped: no element made of it, no script run). Screenshots go to ``.local/artifacts/`` (``.ci/run``
+prints where).
 
 Playwright never downloads a browser here: it launches the system's ``chromium`` (``TK_CHROMIUM``,
 default ``/usr/bin/chromium``; ``.ci/run`` installs it). Missing either, the test skips, or fails under CI.
@@ -138,6 +139,7 @@ def test_dashboard_in_chromium(chromium, neo4j_empty, tmp_path):
                     error.scroll_into_view_if_needed()
                     shot = ARTIFACTS / "dashboard.png"
                     page.screenshot(path=str(shot))
+                    assert shot.stat().st_size > 0
                     print(f"screenshot: {shot}")
                 finally:
                     browser.close()
