@@ -205,6 +205,9 @@ WRONG_FIELDS = [
     ("skipped_count", -3),
     ("error", {"no": "text"}),
     ("updated_at", 12),
+    ("tries", ""),  # found by bench/adversarial_checkpoint.py: an empty string passed as "no tries"
+    ("failed_items", ""),
+    ("kind", "tk_checkpoint.run"),  # a run file where a loader snapshot belongs
 ]
 
 
@@ -559,3 +562,43 @@ def test_resume_says_what_state_the_cleared_tasks_were_in(tmp_path, capsys, monk
     assert "load_zaken[0]  (was failed)" in out and "cleanup  (was upstream_failed)" in out
     assert [b["dry_run"] for b in airflow.bodies] == [True, False]
     assert mgr.get_run(RUN, loaders=False)["state"] == "running"
+
+
+# --- found by bench/adversarial_checkpoint.py -------------------------------------------------------
+
+
+def test_an_empty_loader_name_or_run_id_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    mgr = CheckpointManager(tmp_path)
+    mgr.start_new_run(RUN)
+    mgr.fail_run(error="boom")
+    LoaderCheckpoint(mgr, "load_zaak").close()
+    base = str(tmp_path)
+    code, _, err = run_cli(capsys, "show", "--run-id", RUN, "--loader", "", "--base", base)
+    assert code == 2 and "loader name" in err  # was: every loader, exit 0
+    monkeypatch.delenv("AIRFLOW_API_TOKEN", raising=False)
+    code, _, err = run_cli(
+        capsys, "resume", "--run-id", "", "--api-url", "http://127.0.0.1:9", "--base", base
+    )
+    assert code == 2 and "run id" in err  # was: the latest run, then exit 4 asking for credentials
+
+
+def test_a_damaged_run_file_is_reported_by_show_and_the_dashboard_with_its_loaders(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from tests.test_web import _app
+
+    mgr = CheckpointManager(tmp_path)
+    mgr.start_new_run(RUN)
+    with LoaderCheckpoint(mgr, "load_zaak") as cp:
+        cp.mark_processed_many(["a", "b"])
+    (tmp_path / RUN / "run.json").write_text("{ nope")
+    code, out, _ = run_cli(capsys, "show", "--run-id", RUN, "--base", str(tmp_path))
+    assert code == 3 and "damaged" in out and "run.json is damaged" in out and "Loader load_zaak" in out
+    client = TestClient(_app(tmp_path))
+    page = client.get(f"/runs/{RUN}")
+    assert page.status_code == 200 and "run.json is damaged" in page.text  # was: 500
+    detail = client.get(f"/api/runs/{RUN}")
+    assert detail.status_code == 200 and detail.json()["state"] == "damaged"
+    assert detail.json()["loaders"]["load_zaak"]["processed_count"] == 2
+    _, out, _ = run_cli(capsys, "show", "--run-id", RUN, "--json", "--base", str(tmp_path))
+    assert json.loads(out) == detail.json()

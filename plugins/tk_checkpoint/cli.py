@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import CheckpointError, CheckpointManager, InvalidNameError, RunNotFoundError, resolve_base
+from . import (
+    CheckpointError,
+    CheckpointManager,
+    InvalidNameError,
+    RunNotFoundError,
+    resolve_base,
+    validate_name,
+)
 from .manager import check_count
 from .present import format_holder, format_run, format_runs, is_damaged
 from .resume import RESUME_ARGUMENTS, cmd_resume
@@ -68,6 +75,8 @@ def cmd_list(args: argparse.Namespace, mgr: CheckpointManager) -> int:
 
 def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     """One run: the run file, each loader's detail, its tries, lock holder and last failures."""
+    if args.loader is not None:
+        validate_name(args.loader, "loader name")  # '' is not "every loader": a usage error
     if args.loader and args.loader not in mgr.loader_names(args.run_id):
         mgr.get_run(args.run_id, loaders=False)  # "Run not found" first, when that is the problem
         print(f"Loader not found: {args.loader} in run {args.run_id}", file=sys.stderr)

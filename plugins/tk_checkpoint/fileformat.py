@@ -454,8 +454,12 @@ def _check_loader(doc: dict[str, Any], where: str, id_count: int | None) -> None
     seq = doc.get("journal_seq", 0)
     if not _is_int(seq) or seq < 0:
         raise _bad(where, f"'journal_seq' {seq!r} is not a non-negative integer")
-    tries = doc.get("tries") or []
-    problem = field_problem(doc, LOADER_FIELDS) or failures_problem(doc.get("failed_items") or {})
+    if doc.get("kind", LOADER_KIND) != LOADER_KIND:
+        raise _bad(where, f"'kind' is {_shown(doc.get('kind'))}, expected {LOADER_KIND!r}")
+    tries = doc.get("tries")
+    tries = [] if tries is None else tries
+    failed = doc.get("failed_items")
+    problem = field_problem(doc, LOADER_FIELDS) or failures_problem({} if failed is None else failed)
     if not problem and not isinstance(tries, list):
         problem = f"'tries' is {_shown(tries)}, expected a list"
     for n, entry in enumerate(tries if not problem else (), start=1):
@@ -488,6 +492,8 @@ def read_run_document(doc: dict[str, Any], where: str) -> dict[str, Any]:
     if doc.get("state") not in RUN_STATES:
         raise _bad(where, f"unknown run state {doc.get('state')!r}")
     problem = field_problem(doc, RUN_FIELDS)
+    if doc.get("kind", RUN_KIND) != RUN_KIND:
+        problem = problem or f"'kind' is {_shown(doc.get('kind'))}, expected {RUN_KIND!r}"
     if problem:
         raise _bad(where, problem)
     return doc

@@ -245,9 +245,17 @@ class CheckpointManager:
     ) -> dict[str, Any]:
         """The run file plus, per loader (all, or ``loaders``), its summary, its tries and its last
         ``failures`` failed items with their errors: what ``tk-checkpoint show`` and the web page report.
-        Damaged loader files show ``state: damaged``. Raises RunNotFoundError ("Run not found")."""
+        Damaged loader files (and a damaged run file) show ``state: damaged``. Raises RunNotFoundError
+        ("Run not found")."""
         check_count(failures, "failures")
-        run = self.get_run(run_id, loaders=False)
+        try:
+            run = self.get_run(run_id, loaders=False)
+        except RunNotFoundError:
+            if not self.has_files(run_id):
+                raise
+            run = self._orphan(run_id)  # loader files without a run file: shown, as list shows them
+        except CheckpointError as exc:  # a damaged run file: reported with its loaders, as list does
+            run = {"run_id": run_id, "state": "damaged", "error": str(exc), "created_at": None}
         names = self.loader_names(run_id) if loaders is None else list(loaders)
 
         def detail(state: LoaderState) -> dict[str, Any]:
@@ -276,14 +284,19 @@ class CheckpointManager:
         """Read a loader file without taking its lock (for inspection). Never modifies anything."""
         validate_name(run_id)
         validate_name(name, "loader name")
+        keys = loader_keys(run_id, name)
+        files = [keys["plain"], keys["gzip"], keys["journal"] + ".jsonl"]
         for attempt in range(3):
+            before = self.store.versions(files)
             try:
                 state = read_loader_state(self.store, run_id, name)[0]
                 break
             except CorruptCheckpointError:
-                if attempt == 2:
+                # A writer may have been compacting while we read: read again, unless the files are
+                # known not to have changed (then the damage is real, and waiting cannot help).
+                if attempt == 2 or (before is not None and self.store.versions(files) == before):
                     raise
-                time.sleep(0.05)  # a writer may be compacting right now: read again
+                time.sleep(0.05)
         holder = read_holder(self.store, loader_keys(run_id, name)["lock"])
         alive = holder_alive(holder, self._stale_after)
         if holder is not None:

@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 import requests
 
+from .names import validate_name
+
 if TYPE_CHECKING:
     import argparse
 
@@ -150,7 +152,10 @@ def resume_run(
 
     Raises RunNotFoundError for an unknown ``run_id`` and ResumeError when Airflow refuses.
     """
-    run_id = run_id or mgr.get_latest_incomplete_run()
+    if run_id is not None:
+        validate_name(run_id)  # before anything asks Airflow: '' is not "the latest run"
+    else:
+        run_id = mgr.get_latest_incomplete_run()
     if run_id is None:
         return None
     run = mgr.get_run(run_id)

@@ -94,6 +94,11 @@ class Store:
     def journal(self, key: str, *, fsync: bool = True) -> Journal:
         raise NotImplementedError
 
+    def versions(self, keys: Iterable[str]) -> tuple | None:
+        """Something that changes whenever one of ``keys`` is written, replaced or removed; None when this
+        store cannot tell cheaply (then readers retry as if it had changed)."""
+        return None
+
     def remove_stale_temps(self, prefix: str) -> int:
         return 0  # object stores write whole objects: no temp files
 
@@ -255,6 +260,17 @@ class LocalStore(Store):
 
     def journal(self, key: str, *, fsync: bool = True) -> Journal:
         return LocalJournal(self.path(key + ".jsonl"), fsync=fsync)
+
+    def versions(self, keys: Iterable[str]) -> tuple:
+        out = []
+        for key in keys:
+            try:
+                st = self.path(key).stat()
+            except FileNotFoundError:
+                out.append(None)
+            else:  # os.replace gives a new inode; an append changes size and mtime
+                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(out)
 
     @contextlib.contextmanager
     def guard(self, prefix: str) -> Iterator[None]:
