@@ -55,6 +55,7 @@ def test_the_command_line_says_in_one_line_why_it_could_not_load(tmp_path):
         (["--start", "0001-01-01"], "out of the supported range"),
         (["--start", "2024-06-02", "--end", "2024-06-01"], "must be after --start"),
         (["Zaken"], "Unknown entity 'Zaken'"),
+        (["--batch-size", "0"], "batch_size must be between 1 and 10000, got 0"),
         (["Zaak"], "ApiError: TK API request failed 1 time(s), giving up: http://127.0.0.1:9/"),
     ]
     for extra, message in cases:

@@ -38,6 +38,17 @@ def _when(value: str) -> datetime:
     return parsed
 
 
+def _batch_size(value: str) -> int:
+    """Items per transaction: an integer from 1 to 10,000 (the DAG param's range)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
+    if not 1 <= n <= 10_000:
+        raise argparse.ArgumentTypeError(f"batch_size must be between 1 and 10000, got {n}")
+    return n
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the command line, check the API's ``$metadata``, run the loaders; the exit status."""
     parser = argparse.ArgumentParser(
@@ -51,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-id", help="checkpoint run id (reuse it to resume)")
     parser.add_argument("--checkpoint-base", help="checkpoint base (default: TK_CHECKPOINT_BASE, or none)")
     parser.add_argument("--conn-id", default=DEFAULT_CONN_ID, help="Airflow connection of Neo4j")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=_batch_size, default=DEFAULT_BATCH_SIZE)
     args = parser.parse_args(argv)
     if args.start and args.end and args.end <= args.start:
         parser.error(f"--end {args.end.isoformat()} must be after --start {args.start.isoformat()}")
