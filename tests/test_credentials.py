@@ -100,3 +100,10 @@ def test_split_and_redact():
     assert split_credentials("https://h/x") == ("https://h/x", None)
     assert redact_url("https://a:b@h/x") == "https://***@h/x"
     assert redact_url("https://h/x") == "https://h/x"
+
+
+def test_the_settings_show_no_credentials():
+    assert "pw" not in repr(ApiSettings(base_url="https://u:pw@api.example"))
+    with pytest.raises(ValueError, match=r"got 'ftp://\*\*\*@api.example'") as e:
+        ApiSettings(base_url="ftp://u:pw@api.example")
+    assert "pw" not in str(e.value)

@@ -28,8 +28,9 @@ The TK API client (:class:`ApiSettings`):
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from include.loaders.api_profiles import DEFAULT_PROFILE, ApiProfile, get_profile
 
@@ -56,7 +57,7 @@ class ApiSettings:
         user_agent: sent with every request.
     """
 
-    base_url: str = DEFAULT_BASE_URL
+    base_url: str = field(default=DEFAULT_BASE_URL, repr=False)  # it may carry credentials
     profile: str = DEFAULT_PROFILE
     connect_timeout: float = 15.0
     read_timeout: float = 180.0
@@ -69,7 +70,8 @@ class ApiSettings:
     def __post_init__(self) -> None:
         get_profile(self.profile)  # fails early with the list of known profiles
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"TK_API_BASE_URL must be an http(s) URL, got {self.base_url!r}.")
+            shown = re.sub(r"//[^/@]*@", "//***@", self.base_url)  # no credentials in an error
+            raise ValueError(f"TK_API_BASE_URL must be an http(s) URL, got {shown!r}.")
         for name in ("connect_timeout", "read_timeout", "backoff_max", "retry_after_max"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"API setting {name} must be > 0, got {getattr(self, name)!r}.")
