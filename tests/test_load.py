@@ -481,6 +481,10 @@ class RecordingLedger:
     def mark_skipped(self, count: int = 1) -> None:
         self.calls.append(("skipped", count))
 
+    def clear_failed(self, item_id: str, reason: str) -> bool:
+        self.calls.append(("cleared", item_id))
+        return self.failed.pop(item_id, None) is not None
+
     def save_progress(self) -> bool:
         self.calls.append(("save",))
         return True
