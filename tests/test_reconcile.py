@@ -116,3 +116,27 @@ def test_reconcile_passes_then_fails_on_a_node_deleted_behind_the_loaders_back(
     assert f"Zaak {live['Zaak'] - 1} {live['Zaak']} -1" in html
     detail = client.get(f"/api/runs/{run_id}").json()
     assert detail["reconciliation"] == rec  # the dashboard's JSON is the CLI's
+
+
+def test_a_damaged_reconciliation_file_is_shown_as_damaged(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+    from tk_checkpoint import CheckpointManager
+    from tk_checkpoint.cli import main
+
+    run_id = "manual__damaged_reconciliation"
+    CheckpointManager(str(tmp_path)).start_new_run(run_id, dag_id="tk_ingest")
+    doc = {"schema_version": 1, "kind": "tk_checkpoint.reconciliation", "run_id": run_id, "checked_at": "x"}
+    doc.update(scope="whole set", tolerance=0.01, ok=True, entities=[{"entity": "Zaak", "neo4j": "lots"}])
+    (tmp_path / run_id / "reconciliation.json").write_text(json.dumps(doc))
+
+    assert main(["show", "--run-id", run_id, "--base", str(tmp_path), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)["reconciliation"]
+    assert rec["state"] == "damaged"
+    assert "reconciliation.json is damaged: Zaak: field 'neo4j' is 'lots'" in rec["error"]
+    assert main(["show", "--run-id", run_id, "--base", str(tmp_path)]) == 0
+    assert "Reconciliation: DAMAGED" in capsys.readouterr().out
+
+    client = TestClient(_app(tmp_path), root_path="/tk-checkpoints")
+    page = client.get(f"/runs/{run_id}")
+    assert page.status_code == 200 and "field &#39;neo4j&#39; is &#39;lots&#39;" in page.text
+    assert client.get(f"/api/runs/{run_id}").json()["reconciliation"] == rec
