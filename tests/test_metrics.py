@@ -6,6 +6,8 @@
 * a load through Airflow's real ``Stats`` facade with a recording backend, on the offline TK API with
   injected HTTP 500s: processed = rows, requests = the server's responses, retries = its 500s, the
   backoff timings = the client's sleeps;
+* failures (in preparation, in Neo4j, and again in each retry round), retries and skips counted as
+  the load meets them, on a first try and the next;
 * a broken metrics backend (raising on every call, or failing to be made) is logged once per loader
   and API client and the load completes;
 * OpenTelemetry: with ``[metrics] otel_on`` the same calls reach an OTLP/HTTP receiver on loopback with
@@ -199,6 +201,44 @@ def test_a_load_through_airflows_stats_counts_items_requests_and_retries(airflow
     newest = max(datetime.fromisoformat(r["ApiGewijzigdOp"]) for r in ds.rows["Zaak"].values())
     (lag,) = rec.values("tk.loader.lag")
     assert abs(lag - (datetime.now(UTC) - newest).total_seconds()) < 60
+
+
+def test_failures_retries_and_skips_are_counted_as_the_load_meets_them(airflow_stats, neo4j_empty, tmp_path):
+    from tk_checkpoint import CheckpointManager, LoaderCheckpoint
+
+    from include.loaders.load import DEFAULT_MAX_RETRIES, load_entity
+
+    rec = Recorder()
+    airflow_stats.initialize(factory=lambda: rec, export_legacy_names=True)
+    ds = Dataset.generate(60, seed=13, sets=("Zaak",))
+    live = ds.live_ids("Zaak")
+    refused, bad_date, no_id = live[3], live[17], live[30]
+    ds.rows["Zaak"][refused]["Titel"] = {"nested": "a map Neo4j refuses"}  # fails in Neo4j: retried
+    ds.rows["Zaak"][bad_date]["GestartOp"] = "2025-13-45T00:00:00+01:00"  # fails in preparation
+    ds.touch()
+    manager = CheckpointManager(str(tmp_path))
+    manager.start_new_run(run_id="metrics")
+    sleeps: list[float] = []
+    with replay(ds, FaultConfig(without_id={no_id})) as server, _client(server.url, sleeps, 1) as client:
+        with LoaderCheckpoint(manager, "load_zaken") as cp:
+            first = load_entity(
+                "Zaak", client=client, driver=neo4j_empty, checkpoint=cp, batch_size=8, retry_backoff=0
+            )
+        assert first.failed == 3
+        assert rec.total("tk.loader.items.processed.Zaak") == first.processed == len(ds.rows["Zaak"]) - 3
+        # each failure counts: two in preparation, the refused item's first write and each retry round's
+        assert rec.total("tk.loader.items.failed.Zaak") == 2 + 1 + DEFAULT_MAX_RETRIES
+        assert rec.total("tk.loader.items.retried.Zaak") == first.retried == DEFAULT_MAX_RETRIES
+        assert rec.total("tk.loader.items.skipped.Zaak") == 0
+
+        rec.calls.clear()  # the next try of the task, the data fixed at the source
+        ds.rows["Zaak"][refused]["Titel"] = "fixed"
+        ds.touch()
+        manager.start_new_run(run_id="metrics")
+        with LoaderCheckpoint(manager, "load_zaken") as cp:
+            again = load_entity("Zaak", client=client, driver=neo4j_empty, checkpoint=cp, retry_backoff=0)
+    assert rec.total("tk.loader.items.skipped.Zaak") == again.skipped == first.processed
+    assert rec.total("tk.loader.items.processed.Zaak") == again.processed == 1
 
 
 class Broken:

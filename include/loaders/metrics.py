@@ -182,7 +182,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 def legacy_name(metric: Metric, entity: str) -> str:
     """The name that carries the entity, for backends that drop tags: ``tk.loader.items.processed.Zaak``
-    (characters a StatsD name cannot hold, ``.`` included, become ``_``, as Airflow does)."""
+    (characters a StatsD name cannot hold become ``_``; a ``.`` too, so that the name keeps its segments,
+    which Airflow's own legacy names also guard)."""
     return f"{metric.name}.{_UNSAFE.sub('_', entity)}"
 
 
