@@ -196,4 +196,11 @@ def test_dag_structure():
         (plan,) = t.upstream_list
         assert plan.task_id == "plan_" + t.task_id.removeprefix("load_")
         assert {u.task_id for u in plan.upstream_list} == {"setup"}
+    # the reconciliation runs once every loader has finished, whatever their outcome
+    reconcile = dag.get_task("reconcile")
+    assert {u.task_id for u in reconcile.upstream_list} == set(LOADERS)
+    assert reconcile.trigger_rule == "all_done"
+    assert {t.task_id for t in dag.tasks} == {"setup", "reconcile", "cleanup", *LOADERS} | {
+        "plan_" + loader.removeprefix("load_") for loader in LOADERS
+    }
     assert dag.params["start_date"] is None
