@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -33,6 +34,10 @@ def test_each_loader_declares_its_labels_asset():
     ingest = bag.dags["tk_ingest"]
     outlets = {t.task_id: [a.uri for a in t.outlets] for t in ingest.tasks if t.outlets}
     assert outlets == {e.loader: [graph_uri(e.label)] for e in ENTITIES.values()}
+    # the README's table of assets says the same
+    readme = (ROOT / "README.md").read_text()
+    rows = re.findall(r"^\| `(tk-graph://[^`]+)` \| `(\w+)` \|", readme, re.M)
+    assert dict(rows) == {graph_uri(e.label): e.loader for e in ENTITIES.values()}
     downstream = bag.dags[DOWNSTREAM]
     assert downstream.is_paused_upon_creation is True
     assert [a.uri for a in downstream.timetable.asset_condition.objects] == [graph_uri("Zaak")]
