@@ -59,6 +59,12 @@ bench-backfill: setup ## parallel backfill in airflow standalone: 4 windows vs 1
 
 bench: bench-api bench-checkpoint bench-load bench-backfill ## every benchmark (prints ratios)
 
+adversarial-checkpoint: setup ## checkpoint side attacked: bad CLI input, damaged files, ENOSPC, SIGKILL, rival writers
+	@.venv/bin/python bench/adversarial_checkpoint.py
+
+.PHONY: adversarial adversarial-checkpoint
+adversarial: adversarial-checkpoint adversarial-loader ## every adversarial pass: inputs tried, faults injected, items lost, unclear errors
+
 .PHONY: adversarial-loader
 adversarial-loader: setup ## load side attacked: bad confs, credentials in the URL, API faults, a Neo4j outage, SIGKILLs
 	@bash scripts/neo4j.sh start

@@ -30,6 +30,7 @@ import contextlib
 import errno
 import gzip
 import io
+import itertools
 import json
 import os
 import random
@@ -483,7 +484,7 @@ def section_damage(work: Path) -> None:
 
 
 @contextlib.contextmanager
-def enospc_after(allowed: int, where: str = "write") -> Iterator[None]:
+def enospc_after(allowed: int, where: str = "write") -> Iterator[dict[str, Any]]:
     """os.write writes ``allowed`` more bytes and then fails with ENOSPC (once); or os.fdatasync fails."""
     real_write, real_sync = os.write, os.fdatasync
     state = {"left": allowed, "armed": True}
@@ -509,7 +510,7 @@ def enospc_after(allowed: int, where: str = "write") -> Iterator[None]:
     else:
         os.fdatasync = sync  # type: ignore[assignment]
     try:
-        yield
+        yield state  # state["armed"] is False once the fault fired
     finally:
         os.write, os.fdatasync = real_write, real_sync  # type: ignore[assignment]
 
@@ -530,6 +531,7 @@ def section_enospc(work: Path) -> None:
     mgr.start_new_run(RUN)
     cp = LoaderCheckpoint(mgr, LOADER, try_number=1)
     saved: set[str] = set()
+    fired: list[tuple[str, int]] = []
     cp.mark_processed_many(["first"])
     cp.save_progress()
     saved.add("first")
@@ -539,10 +541,9 @@ def section_enospc(work: Path) -> None:
     for serial, (where, offset) in enumerate(offsets):
         ids = [f"n{serial:05d}-{k}" for k in range(3)]
         cp.mark_processed_many(ids)
-        T.faults += 1
         T.inputs += 1
         failed = False
-        with enospc_after(offset, where):
+        with enospc_after(offset, where) as fault:
             try:
                 if cp.save_progress():
                     saved.update(ids)  # the fault came too late: this save finished
@@ -552,6 +553,11 @@ def section_enospc(work: Path) -> None:
                     T.problem(f"ENOSPC at {where}+{offset} became {exc!r}")
             except Exception as exc:
                 T.problem(f"ENOSPC at {where}+{offset} raised {type(exc).__name__}: {exc}")
+        if not fault["armed"]:
+            T.faults += 1  # it fired (offsets past the end of the record let the save finish)
+            fired.append((where, offset))
+            if not failed:
+                T.problem(f"ENOSPC at {where}+{offset} fired but the save reported success")
         if failed:
             try:
                 if cp.save_progress():  # the disk has room again: the pending marks go now
@@ -576,8 +582,9 @@ def section_enospc(work: Path) -> None:
             try:
                 getattr(cp2, finish)(*(["boom"] if finish == "fail" else []))
                 T.problem(f"{finish}() on a full disk reported success")
-            except OSError:
-                pass
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    T.problem(f"{finish}() on a full disk raised {exc!r}")
         st = CheckpointManager(base).read_loader(RUN, f"{LOADER}_{finish}")
         T.lose(len({"x"} - set(st.processed)), f"{finish}() on a full disk")
     cp._w.abandon()  # a crash now: only what was saved counts
@@ -585,7 +592,14 @@ def section_enospc(work: Path) -> None:
     again = LoaderCheckpoint(CheckpointManager(base), LOADER, run_id=RUN, try_number=2)
     T.lose(len(saved - {i for i in saved if again.is_processed(i)}), "ENOSPC, reopened by the next try")
     again.close()
-    print(f"  {len(offsets)} appends failed at offsets 0..{size - 1} and in the sync", flush=True)
+    writes = [offset for where, offset in fired if where == "write"]
+    if writes != list(range(len(writes))):
+        T.problem(f"ENOSPC fired at write offsets {writes[:5]}…, not at every offset from 0")
+    print(
+        f"  ENOSPC fired {len(fired)} times: in the write at every offset 0..{len(writes) - 1} of a record "
+        f"({len(writes)} bytes), and {len(fired) - len(writes)} times in its sync",
+        flush=True,
+    )
     section_tmpfs(work)
 
 
@@ -712,7 +726,7 @@ try:
 except CheckpointLockedError as exc:
     print("locked", "pid" in str(exc) and "unlock" in str(exc), flush=True)
     sys.exit(0)
-print("owner", flush=True)
+print("owner", time.time(), flush=True)
 for n in range(int(sys.argv[6])):
     cp.mark_processed_many([f"{who}-{n}-{j}" for j in range(5)])
     try:
@@ -724,7 +738,7 @@ for n in range(int(sys.argv[6])):
     print("saved", n, flush=True)
     time.sleep(0.01)
 cp.close()
-print("done", flush=True)
+print("done", time.time(), flush=True)
 """
 
 
@@ -746,7 +760,7 @@ def section_concurrent(work: Path, rounds: int) -> None:
     saved: set[str] = set()
     for r in range(rounds):  # processes racing to open one loader: exactly one owns it
         base = work / f"race-{r}"
-        go = time.time() + 1.0
+        go = time.time() + 3.0  # all of them past their imports, then they open at once
         procs = {f"w{r}{i}": _racer(base, f"w{r}{i}", go, 3) for i in range(3)}
         results = {}
         for who, proc in procs.items():
@@ -755,11 +769,14 @@ def section_concurrent(work: Path, rounds: int) -> None:
             T.inputs += 1
             if "Traceback" in err:
                 T.problem(f"racer {who}: {err.strip().splitlines()[-1]}")
-        owners = [w for w, lines in results.items() if lines[:1] == ["owner"]]
+        owners = [w for w, lines in results.items() if lines[:1] and lines[0].startswith("owner ")]
         locked = [w for w, lines in results.items() if lines[:1] and lines[0].startswith("locked")]
         T.faults += len(procs) - 1
-        if len(owners) != 1 or len(locked) != len(procs) - 1:
-            T.problem(f"race {r}: owners {owners}, refused {locked}, all {results}")
+        # one owner at a time: a writer that started late may own the loader after the first closed it
+        held = sorted((float(results[w][0].split()[1]), float(results[w][-1].split()[1])) for w in owners)
+        overlap = any(later[0] < earlier[1] for earlier, later in itertools.pairwise(held))
+        if not owners or overlap or len(owners) + len(locked) != len(procs):
+            T.problem(f"race {r}: owners {owners} holding {held}, refused {locked}, all {results}")
         if any(results[w][0] != "locked True" for w in locked):
             T.problem(f"race {r}: a refused writer was not told who holds the lock and how to break it")
         for w in owners:
@@ -769,7 +786,7 @@ def section_concurrent(work: Path, rounds: int) -> None:
     base = work / "displaced"
     first = _racer(base, "first", time.time(), 200)
     assert first.stdout is not None
-    lines = [first.stdout.readline().strip(), first.stdout.readline().strip()]  # owner, saved 0
+    lines = [first.stdout.readline().strip(), first.stdout.readline().strip()]  # owner …, saved 0
     T.inputs += 1
     expect_cli(("unlock", "--run-id", RUN, "--loader", LOADER, "--base", str(base)), {3}, must_say="is alive")
     T.faults += 1
@@ -782,9 +799,11 @@ def section_concurrent(work: Path, rounds: int) -> None:
         if "Traceback" in err:
             T.problem(f"displacement, {who}: {err.strip().splitlines()[-1]}")
     displaced = [ln for ln in lines1 if ln.startswith("displaced")]
-    if displaced != ["displaced WriterDisplacedError True"] and "done" not in lines1:
+    if displaced != ["displaced WriterDisplacedError True"] and not any(
+        ln.startswith("done") for ln in lines1
+    ):
         T.problem(f"the displaced writer did not say so: {lines1[-3:]}")
-    if lines2[:1] != ["owner"] and lines2[:1] != ["locked True"]:
+    if not lines2 or not (lines2[0].startswith("owner ") or lines2[0] == "locked True"):
         T.problem(f"the next writer after a displacement: {lines2[:2]}")
     saved_here = _saved_by("first", lines1) | _saved_by("second", lines2)
     check_read_back(base, saved_here, "a writer displaced by unlock --force")
