@@ -486,7 +486,7 @@ def section_sigkill(t: Tally, work: Path, driver: Any, seed: int, kills: int) ->
     ds = Dataset.generate(300, seed=seed)
     wipe(driver)
     base, run_id = str(work), "sigkill"
-    with ReplayServer(ds, faults=FaultConfig(latency=0.1)) as server:
+    with ReplayServer(ds, faults=FaultConfig(latency=0.25)) as server:  # a load of ~10 s to kill into
         for _ in range(kills):
             t.inputs += 1
             proc = cli(server.url, base, run_id, "--batch-size", "15")
@@ -507,7 +507,10 @@ def section_sigkill(t: Tally, work: Path, driver: Any, seed: int, kills: int) ->
         t.bad(f"the run is {state!r} after its complete rerun")
     lost = graph_differences(driver, ds, base, run_id)
     t.lost += lost
-    print(f"  {t.faults} kills at random moments, then a rerun: {lost} lost or wrong", flush=True)
+    print(
+        f"  {t.faults} of {kills} runs killed at random moments, then a rerun: {lost} lost or wrong",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
