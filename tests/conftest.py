@@ -20,7 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 # --- Airflow environment: must happen before any `import airflow` -------------------------------
-_AIRFLOW_HOME = tempfile.mkdtemp(prefix="tk-airflow-home-")
+# Once per test process: this module also runs a second time when a test imports ``tests.conftest``
+# (pytest itself imports it as ``conftest``); a second home would leave an ``airflow`` imported in
+# between on the first home's database while the environment (and every subprocess) names the second.
+_HOME_KEY = f"TK_TEST_AIRFLOW_HOME_{os.getpid()}"
+_AIRFLOW_HOME = os.environ.get(_HOME_KEY) or tempfile.mkdtemp(prefix="tk-airflow-home-")
+os.environ[_HOME_KEY] = _AIRFLOW_HOME
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
