@@ -63,3 +63,15 @@ def test_the_command_line_says_in_one_line_why_it_could_not_load(tmp_path):
         out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 2, (extra, out.stderr[-2000:])
         assert message in out.stderr and "Traceback" not in out.stderr, (extra, out.stderr[-2000:])
+
+
+def test_a_neo4j_error_is_named_as_one():
+    """The driver's errors name only an address (a Neo4j outage mid-load: 'Failed to establish connection
+    to ResolvedIPv4Address(...)'); the one line says it is Neo4j."""
+    from neo4j.exceptions import ServiceUnavailable
+
+    from include.loaders.__main__ import _source
+    from include.loaders.api import ApiError
+
+    assert _source(ServiceUnavailable("Failed to establish connection")) == "Neo4j "
+    assert _source(ApiError("TK API request failed", url="http://127.0.0.1:9/")) == ""

@@ -82,9 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # one line that names the problem; the log above has the details
         if not _expected(e):
             raise
-        print(f"python -m include.loaders: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"python -m include.loaders: {_source(e)}{type(e).__name__}: {e}", file=sys.stderr)
         return 2
     return 1 if any(r.failed for r in results.values()) else 0
+
+
+def _source(error: Exception) -> str:
+    """``"Neo4j "`` for the driver's own errors, whose text names only an address."""
+    from neo4j.exceptions import DriverError, Neo4jError
+
+    return "Neo4j " if isinstance(error, (DriverError, Neo4jError)) else ""
 
 
 def _expected(error: Exception) -> bool:
