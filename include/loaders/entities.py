@@ -76,6 +76,18 @@ def _datetime(value: Any) -> str | None:
     return value  # Neo4j's datetime() parses it, keeping the offset and all 7 fractional digits
 
 
+def parse_datetimeoffset(value: Any) -> datetime | None:
+    """An OData DateTimeOffset (``2024-06-01T12:00:00.123+02:00``, ``…Z``; ``ApiGewijzigdOp`` and the other
+    DATETIME values) as an aware datetime, or None when it is absent, not a string or not readable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
 def _date(value: Any) -> str | None:
     if value is None:
         return None

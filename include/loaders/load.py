@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from neo4j import Driver
 
-from include.loaders.entities import CORE_ENTITIES, Entity, all_labels, get_entity
+from include.loaders.entities import CORE_ENTITIES, Entity, all_labels, get_entity, parse_datetimeoffset
 from include.loaders.flow import BatchWriter, WindowCount, error_text, prefetch
 from include.loaders.graph import GraphWriter, ItemDataError, PreparedItem, item_key, prepare_item
 from include.loaders.ledger import Ledger, NullLedger
@@ -348,7 +348,7 @@ class _Loop:
             return None
         if row is None:
             return "the API no longer serves it (HTTP 404 for its key)"
-        changed = _parse_time(row.get(WATERMARK))
+        changed = parse_datetimeoffset(row.get(WATERMARK))
         if changed is None:
             log.warning(
                 "%s %s: the API serves it without a readable %s; kept", self.entity.name, key, WATERMARK
@@ -501,17 +501,6 @@ class _Loop:
             log.info("📊 Progress: %d items", done)
         if self.failing:
             log.warning("⚠️ %d items failed during processing", len(self.failing))
-
-
-def _parse_time(value: Any) -> datetime | None:
-    """An OData DateTimeOffset (``2024-06-01T12:00:00.123+02:00``, ``…Z``) as an aware datetime, or None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None
 
 
 # ==================================================================================================

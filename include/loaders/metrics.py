@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from include.loaders.entities import parse_datetimeoffset
+
 log = logging.getLogger(__name__)
 
 PREFIX = "tk"
@@ -222,17 +224,6 @@ class _Emitter:
             )
 
 
-def parse_changed(value: Any) -> datetime | None:
-    """An ``ApiGewijzigdOp`` value (OData DateTimeOffset) as an aware datetime, or None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
 class LoaderMetrics:
     """The metrics of one loader (one ``load_entity`` call): item counts, batch time, lag.
 
@@ -271,7 +262,7 @@ class LoaderMetrics:
         count = 0
         for value in changed:
             count += 1
-            when = parse_changed(value)
+            when = parse_datetimeoffset(value)
             if when is not None and (self.newest is None or when > self.newest):
                 self.newest = when
         if count:
