@@ -8,6 +8,7 @@ a throw-away ``AIRFLOW_HOME``, no example DAGs, the project's own dags/ and plug
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -97,3 +98,24 @@ def airflow_db():
 
     resetdb()
     return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def capture_logs(caplog):
+    """``capture_logs(*logger_names, level=logging.INFO)`` puts caplog's handler on those loggers and
+    returns caplog; undone after the test. Needed because Airflow's logging config (structlog) stops
+    propagation to the root logger, where caplog listens by default."""
+    attached: list[tuple[logging.Logger, int]] = []
+
+    def capture(*names: str, level: int = logging.INFO):
+        for name in names:
+            logger = logging.getLogger(name)
+            attached.append((logger, logger.level))
+            logger.addHandler(caplog.handler)
+            logger.setLevel(level)
+        return caplog
+
+    yield capture
+    for logger, old_level in reversed(attached):
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(old_level)

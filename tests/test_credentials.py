@@ -23,14 +23,8 @@ USER, PASSWORD = "tk reader", "s3cr:t@pw/?"
 
 
 @pytest.fixture
-def api_log(caplog):
-    logger = logging.getLogger("include.loaders")
-    old = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.DEBUG)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(old)
+def api_log(capture_logs):
+    return capture_logs("include.loaders", level=logging.DEBUG)
 
 
 def _base(server: ReplayServer) -> str:

@@ -4,7 +4,6 @@ checkpoint engine. Each test names the acceptance line of issue 5 it proves."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import re
@@ -35,18 +34,10 @@ from tests.loader_fixtures import (
 
 
 @pytest.fixture
-def load_log(caplog):
+def load_log(capture_logs):
     """The load path's log lines (the loop's and its writer's), also once Airflow's logging (structlog,
     no propagation) is configured."""
-    loggers = [logging.getLogger(name) for name in ("include.loaders.load", "include.loaders.flow")]
-    old_levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(caplog.handler)
-        logger.setLevel(logging.INFO)
-    yield caplog
-    for logger, old_level in zip(loggers, old_levels, strict=True):
-        logger.removeHandler(caplog.handler)
-        logger.setLevel(old_level)
+    return capture_logs("include.loaders.load", "include.loaders.flow")
 
 
 def _count(driver, query: str, **params) -> int:

@@ -8,7 +8,6 @@ graph was complete. Real Neo4j, the offline TK API over HTTP, the checkpoint eng
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 import pytest
@@ -24,14 +23,8 @@ WHOLE = {"start": "2000-01-01T00:00:00+00:00", "end": "2100-01-01T00:00:00+00:00
 
 
 @pytest.fixture
-def load_log(caplog):
-    logger = logging.getLogger("include.loaders.load")
-    old = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(old)
+def load_log(capture_logs):
+    return capture_logs("include.loaders.load")
 
 
 def _zaak_ids(driver) -> set[str]:
