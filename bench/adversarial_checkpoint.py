@@ -49,6 +49,7 @@ from typing import Any
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 sys.path.insert(0, str(PLUGINS))
 
+from adversarial_report import print_report  # noqa: E402  (bench/, the script's own folder)
 from tk_checkpoint import (  # noqa: E402  (after the path)
     CheckpointError,
     CheckpointManager,
@@ -870,17 +871,7 @@ def main(argv: list[str] | None = None) -> int:
             section_sigkill(work, args.kills, rng)
         with T.section("concurrent writers"):
             section_concurrent(work, args.races)
-    print()
-    print(f"{'section':<28} {'inputs':>7} {'faults':>7} {'lost':>5} {'unclear':>8}")
-    for name, (i, f, lost, u) in T.sections.items():
-        print(f"{name:<28} {i:>7} {f:>7} {lost:>5} {u:>8}")
-    print()
-    print(f"inputs tried:    {T.inputs}")
-    print(f"faults injected: {T.faults}")
-    print(f"items lost:      {T.lost}  (target 0)")
-    print(f"unclear errors:  {len(T.unclear)}  (target 0)")
-    print(f"({time.monotonic() - started:.0f} s)")
-    return 1 if T.lost or T.unclear else 0
+    return print_report(T.sections, started)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,8 @@ for _p in (ROOT, ROOT / "plugins"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
+from adversarial_report import print_report  # noqa: E402  (bench/, the script's own folder)
+
 from include.loaders.entities import ENTITIES  # noqa: E402
 from include.tk_replay.dataset import Dataset  # noqa: E402
 from include.tk_replay.faults import FaultConfig  # noqa: E402
@@ -551,22 +553,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # a section that breaks is reported; the rest still run
                 tally.bad(f"section {name} broke: {type(e).__name__}: {e}")
     driver.close()
-    total = Tally()
-    print()
-    print(f"{'section':<16} {'inputs':>7} {'faults':>7} {'lost':>5} {'unclear':>8}")
-    for name, s in tallies.items():
-        print(f"{name:<16} {s.inputs:>7} {s.faults:>7} {s.lost:>5} {len(s.unclear):>8}")
-        total.inputs += s.inputs
-        total.faults += s.faults
-        total.lost += s.lost
-        total.unclear += s.unclear
-    print()
-    print(f"inputs tried:    {total.inputs}")
-    print(f"faults injected: {total.faults}")
-    print(f"items lost:      {total.lost}  (target 0)")
-    print(f"unclear errors:  {len(total.unclear)}  (target 0)")
-    print(f"({time.monotonic() - started:.0f} s)")
-    return 1 if total.lost or total.unclear else 0
+    rows = {name: (t.inputs, t.faults, t.lost, len(t.unclear)) for name, t in tallies.items()}
+    return print_report(rows, started)
 
 
 if __name__ == "__main__":
