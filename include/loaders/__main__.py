@@ -24,18 +24,16 @@ from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID
 
 def _when(value: str) -> datetime:
     """An ISO date or datetime (UTC when it has no offset) in the supported range of the pipeline."""
-    from include.loaders.pipeline import MAX_DATE, MIN_DATE
+    from include.loaders.pipeline import ConfError, in_supported_range
 
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO date or datetime") from None
-    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    if not MIN_DATE <= parsed <= MAX_DATE:
-        raise argparse.ArgumentTypeError(
-            f"{value} is out of the supported range [{MIN_DATE.date()}, {MAX_DATE.date()}]"
-        )
-    return parsed
+    try:  # the DAG's range, checked by the DAG's own rule
+        return in_supported_range("date", parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+    except ConfError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _batch_size(value: str) -> int:

@@ -92,7 +92,7 @@ def _day_start(value: str | date | datetime) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _in_range(name: str, value: datetime) -> datetime:
+def in_supported_range(name: str, value: datetime) -> datetime:
     """``value`` when it lies in the supported range [MIN_DATE, MAX_DATE], else a ConfError naming it."""
     if not MIN_DATE <= value <= MAX_DATE:
         raise ConfError(
@@ -154,13 +154,13 @@ def resolve_window(
     """
     start_param, end_param = params.get("start_date"), params.get("end_date")
     if start_param:
-        start = _in_range("start_date", _day_start(start_param))
+        start = in_supported_range("start_date", _day_start(start_param))
     elif data_interval_start is not None and data_interval_end is not None and not end_param:
         return Window(data_interval_start, data_interval_end)
     else:
         start = None
     if end_param:
-        end = _in_range("end_date", _day_start(end_param))
+        end = in_supported_range("end_date", _day_start(end_param))
     elif data_interval_end is not None and not start_param:
         end = data_interval_end
     else:
