@@ -48,7 +48,7 @@ from include.loaders import pipeline
 from include.loaders.assets import event_extra, graph_asset, loader_outlets
 from include.loaders.entities import ENTITIES, Entity
 from include.loaders.reconcile import DEFAULT_TOLERANCE
-from include.loaders.settings import DEFAULT_BATCH_SIZE
+from include.loaders.settings import DEFAULT_BATCH_SIZE, MAX_BATCH_SIZE
 
 DATE_OR_NULL = {"type": ["null", "string"], "format": "date"}
 
@@ -112,7 +112,7 @@ def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_inges
                 DEFAULT_BATCH_SIZE,
                 type="integer",
                 minimum=1,
-                maximum=10000,
+                maximum=MAX_BATCH_SIZE,
                 description="Items per Neo4j transaction.",
             ),
             "fail_on_item_errors": Param(

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 from include.loaders.entities import CORE_ENTITIES, get_entity
 from include.loaders.load import run_loaders
-from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID
+from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID, MAX_BATCH_SIZE
 
 
 def _when(value: str) -> datetime:
@@ -37,13 +37,13 @@ def _when(value: str) -> datetime:
 
 
 def _batch_size(value: str) -> int:
-    """Items per transaction: an integer from 1 to 10,000 (the DAG param's range)."""
+    """Items per transaction: an integer from 1 to MAX_BATCH_SIZE (the DAG param's range)."""
     try:
         n = int(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid int value: {value!r}") from None
-    if not 1 <= n <= 10_000:
-        raise argparse.ArgumentTypeError(f"batch_size must be between 1 and 10000, got {n}")
+    if not 1 <= n <= MAX_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(f"batch_size must be between 1 and {MAX_BATCH_SIZE}, got {n}")
     return n
 
 

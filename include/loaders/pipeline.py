@@ -26,7 +26,7 @@ from typing import Any
 
 from tk_checkpoint import loader_name  # checkpoint key of a task instance: load_zaak.3
 
-from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID
+from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID, MAX_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def check_params(params: Mapping[str, Any]) -> None:
             raise ConfError(f"Param {name} must be an integer {bound}, got {value!r}.")
 
     integer("window_days", 1, 36600, optional=True)
-    integer("batch_size", 1, 10000, optional=True)
+    integer("batch_size", 1, MAX_BATCH_SIZE, optional=True)
     integer("cleanup_keep", 1, optional=True)
     flag = params.get("fail_on_item_errors", True)
     if not isinstance(flag, bool):

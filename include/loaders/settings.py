@@ -9,6 +9,7 @@ the one resolver of ``TK_CHECKPOINT_BASE``): callers pass ``None`` for "the conf
 | :data:`DEFAULT_CONN_ID` | ``neo4j_default`` | the Airflow connection of Neo4j; its ``schema`` field, |
 | | | when set, names the database (as ``Neo4jHook.run`` uses it) |
 | :data:`DEFAULT_BATCH_SIZE` | ``500`` | items per Neo4j transaction (the DAG param ``batch_size``) |
+| :data:`MAX_BATCH_SIZE` | ``10_000`` | the largest ``batch_size`` accepted |
 
 The TK API client (:class:`ApiSettings`):
 
@@ -41,6 +42,9 @@ DEFAULT_CONN_ID = "neo4j_default"
 
 DEFAULT_BATCH_SIZE = 500
 """Items per Neo4j transaction (the DAG param ``batch_size``, ``--batch-size`` of the command line)."""
+
+MAX_BATCH_SIZE = 10_000
+"""The largest ``batch_size`` the DAG param, its check in ``setup`` and ``--batch-size`` accept."""
 
 
 @dataclass(frozen=True)
