@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 
 from include.loaders.api_profiles import ApiProfile
 
 _EDM = "{http://docs.oasis-open.org/odata/ns/edm}"
+
+REFERENCE_METADATA = ("include.tk_replay.data", "motiematcher_odata_v4_2.0_metadata.xml")
+"""Package and file of the v4/2.0 reference: the real ``$metadata`` of the v4/2.0 API (Oct 2025), kept
+with the samples. What a served model is compared against (missing, renamed, new)."""
 
 
 @dataclass(frozen=True)
@@ -168,3 +174,10 @@ def check_requirements(
             hint = nav_hints.get(nav, "")
             report.problems.append(f"{set_name}: navigation property {nav!r} is missing{hint}")
     return report
+
+
+@functools.cache
+def reference_schema() -> ODataSchema:
+    """The v4/2.0 reference model (:data:`REFERENCE_METADATA`), parsed once."""
+    package, name = REFERENCE_METADATA
+    return ODataSchema.from_xml(resources.files(package).joinpath(name).read_bytes())
