@@ -663,6 +663,23 @@ def probe_requests(
     return out
 
 
+def count_set(http: _Http, client: TKClient, entity_set: str, requests_out: list[Exchange]) -> int | None:
+    """The size of ``entity_set``: ``$count=true&$top=0``, else (a refusal or no ``@odata.count``, not a
+    timeout) ``/$count``; None when neither answers. Every request goes to ``requests_out``."""
+    ex, _ = http.get_json("count: $count=true&$top=0", client.build_url(entity_set, extra=_COUNT), entity_set)
+    requests_out.append(ex)
+    if ex.count is not None or ex.status is None or ex.status >= 500:
+        return ex.count
+    ex, resp = http.get("count: /$count", f"{client.root}/{entity_set}/$count", entity_set, "text/plain")
+    requests_out.append(ex)
+    text = resp.text.strip() if resp is not None and ex.ok else ""
+    if text.isdigit():
+        ex.count = int(text)
+    elif ex.ok:
+        ex.error = f"the answer is not a number: {text[:50]!r}"
+    return ex.count
+
+
 # -- the probe --------------------------------------------------------------------------------------
 def probe_version(
     http: _Http,
@@ -693,9 +710,7 @@ def probe_version(
             if name not in schema.entity_sets:
                 probe.counts[name] = None
                 continue
-            ex, _ = http.get_json("count: $count=true&$top=0", client.build_url(name, extra=_COUNT), name)
-            probe.requests.append(ex)
-            probe.counts[name] = ex.count
+            probe.counts[name] = count_set(http, client, name, probe.requests)
         if served:
             paged = max(served, key=lambda s: probe.counts.get(s) or 0)
             progress(f"{profile.name}: paging, measured on {paged}")
