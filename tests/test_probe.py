@@ -20,7 +20,8 @@ import pytest
 
 from include.loaders.api_metadata import ODataSchema, reference_schema
 from include.loaders.api_profiles import PROFILES
-from include.loaders.probe import ProbeSettings, run_probe, write_report
+from include.loaders.probe import ProbeSettings, run_probe
+from include.loaders.probe_report import write_report
 from include.loaders.tk_api_cli import main
 from include.tk_replay import Dataset, FaultConfig, ReplayServer
 
@@ -239,6 +240,16 @@ def test_retries_are_bounded_and_reported(tmp_path):
     assert waits == [0.5, 1.0] * len(PROFILES)
     md = write_report(report, tmp_path).read_text()
     assert f"- Requests retried: {len(PROFILES)}:" in md
+
+
+def test_a_429_retry_after_is_honoured_up_to_ten_backoffs():
+    waits: list[float] = []
+    throttle = FaultConfig(throttle_rate=1.0, retry_after=3, include_metadata=True)
+    with ReplayServer(Dataset.generate(10, seed=2), faults=throttle) as server:
+        settings = ProbeSettings(base_url=server.url, sets=("Zaak",), retries=1, backoff=0.2)
+        report = run_probe(settings, sleep=waits.append)
+    assert all(v.metadata.status == 429 and v.metadata.attempts == 2 for v in report.versions)
+    assert waits == [min(throttle.retry_after, 10 * settings.backoff)] * len(PROFILES)
 
 
 def test_a_timeout_is_reported_as_such_and_not_retried(tmp_path):

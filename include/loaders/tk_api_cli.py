@@ -17,7 +17,8 @@ from pathlib import Path
 from include.loaders.api import redact_url
 from include.loaders.api_profiles import PROFILES
 from include.loaders.entities import ENTITIES
-from include.loaders.probe import TOP_TRIALS, ProbeSettings, run_probe, write_report
+from include.loaders.probe import TOP_TRIALS, ProbeSettings, run_probe
+from include.loaders.probe_report import write_report
 from include.loaders.settings import ApiSettings
 
 _PROBE_HELP = f"""\
