@@ -220,7 +220,7 @@ def test_nothing_answering_exits_2_with_a_report(tmp_path, capsys):
     assert code == 2
     report = json.loads((out / "report.json").read_text())
     assert report["answering"] == []
-    assert all(v["reason"].startswith("connection failed") for v in report["versions"])
+    assert all(v["reason"].startswith("connection refused") for v in report["versions"])
     md = (out / "report.md").read_text()
     assert "**No version answered.**" in md and all(f"**{n}**" in md for n in PROFILES)
     assert str(out / "report.md") in capsys.readouterr().out

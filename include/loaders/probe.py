@@ -31,6 +31,7 @@ the report says which requests were retried.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -405,7 +406,7 @@ class _Http:
                 ex.status, ex.error, resp = None, f"timeout: no answer within {s.timeout:g} s", None
                 break  # not retried: a slow query stays slow, and a probe must not hang
             except requests.RequestException as e:
-                ex.status, ex.error, resp = None, f"connection failed ({type(e).__name__}: {_short(e)})", None
+                ex.status, ex.error, resp = None, _connection_failure(e), None
             else:
                 ex.status, ex.error = resp.status_code, None
                 if resp.status_code != 200:
@@ -449,6 +450,27 @@ class _Http:
         if isinstance(body.get("@odata.count"), int):
             ex.count = body["@odata.count"]
         return ex, body
+
+
+def _connection_failure(e: requests.RequestException) -> str:
+    """Why no answer came, in words: refused, host not found, TLS, proxy, or the exception itself."""
+    causes: list[BaseException] = []
+    cause: BaseException | None = e
+    while cause is not None and len(causes) < 10:
+        causes.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(c) for c in causes)
+    if isinstance(e, requests.exceptions.SSLError):
+        kind = "TLS handshake failed"
+    elif isinstance(e, requests.exceptions.ProxyError):
+        kind = "the proxy refused or failed"
+    elif any(isinstance(c, ConnectionRefusedError) for c in causes) or "Connection refused" in text:
+        kind = "connection refused (nothing listens there)"
+    elif any(isinstance(c, socket.gaierror) for c in causes) or "NameResolution" in text:
+        kind = "host name not found"
+    else:
+        kind = "connection failed"
+    return f"{kind} ({type(e).__name__}: {_short(e)})"
 
 
 def _short(e: Exception) -> str:
@@ -593,10 +615,8 @@ def probe_paging(
         )
     elif accepted and not refused:
         most = max(accepted, key=lambda t: t.top)
-        facts.top_cap_note = (
-            f"no cap up to $top={most.top} (it gave {most.rows} rows"
-            + ("" if most.rows is None or most.rows >= most.top else ": the page size limits an answer")
-            + ")"
+        facts.top_cap_note = f"$top={most.top} was accepted and gave {most.rows} rows" + (
+            "" if most.rows is None or most.rows >= most.top else ", as many as a page holds"
         )
     else:
         facts.top_cap_note = "not measured: the $top requests failed"
