@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -298,3 +299,13 @@ def test_help_explains_output_secrets_and_exit_status(capsys):
         "--sets",
     ):
         assert phrase in text
+
+
+def test_the_readme_section_names_every_option(capsys):
+    assert main(["probe", "--help"]) == 0
+    usage = capsys.readouterr().out.split("\n\n", 1)[0]  # "usage: tk-api probe [-h] [--base-url URL] …"
+    options = re.findall(r"\[(--[a-z-]+)", usage)
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Checking the live API: tk-api probe\n", 1)[1].split("\n## ", 1)[0]
+    assert len(options) >= 5 and all(f"`{o}" in section or f" {o} " in section for o in options), options
+    assert "report.md" in section and "report.json" in section and "metadata-<version>.xml" in section

@@ -23,12 +23,17 @@ from include.loaders.settings import ApiSettings
 
 _PROBE_HELP = f"""\
 Find out what the TK OData API at the base URL does today, and write it down as a report to attach to
-an issue. Every version the project knows ({", ".join(PROFILES)}) is tried by its $metadata; for each
-one that answers the probe reports its entity sets and properties against the v4/2.0 reference
-(missing, renamed, new, EDM type changed, likely renames), paging as measured (rows per page,
-@odata.nextLink or not and its form, the $top cap from $top={", ".join(map(str, TOP_TRIALS))}, the
-default order), the row count of each entity set, and the answer to one request of each kind the
-loaders send (window query, count, get-by-key, keyset page), each with its status and time.
+an issue (also: python -m include.loaders.probe).
+
+Every version the project knows is tried by its $metadata: {", ".join(PROFILES)}.
+For each one that answers, the report gives:
+  - its entity sets and properties against the v4/2.0 reference: missing, new, EDM type changed,
+    renamed (the renames the profile knows marked as known, the others as likely renames);
+  - paging as measured: rows per page, @odata.nextLink or not and its form, the page after it,
+    the $top cap (tried: {", ".join(map(str, TOP_TRIALS))}) and the default order of a first page;
+  - the row count of each entity set (--sets);
+  - the answer to one request of each kind the loaders send (window query, count, get-by-key,
+    keyset page), each with its status, time, rows and error message.
 
 Written into DIR: report.md (Markdown: a summary, then tables), report.json (the same facts) and
 metadata-<version>.xml (the raw $metadata of each version that answered). One summary line goes to
@@ -86,28 +91,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument(
         "--base-url",
+        metavar="URL",
         help="server root, e.g. https://gegevensmagazijn.tweedekamer.nl (default: TK_API_BASE_URL, as "
         "the loaders use it; a base ending with a version path such as /OData/v4/2.0 is accepted)",
     )
     probe.add_argument(
         "--out",
+        metavar="DIR",
         type=Path,
         help="folder for the report (default: ./tk-api-probe-<UTC timestamp>)",
     )
     probe.add_argument(
         "--timeout",
+        metavar="S",
         type=_positive,
         default=120.0,
         help="seconds to wait for one answer; some real queries take 20-50 s (default: 120)",
     )
     probe.add_argument(
         "--sets",
+        metavar="SETS",
         type=_sets,
         default=tuple(ENTITIES),
         help=f"comma-separated entity sets to count and query (default: {','.join(ENTITIES)})",
     )
     probe.add_argument(
         "--retries",
+        metavar="N",
         type=_retries,
         default=2,
         help="retries per request after a 5xx, a 429 or a broken connection (default: 2)",
