@@ -20,8 +20,11 @@ and, where that answers, finds out (one request group at a time, each timed):
   table, the window count, a get-by-key, a keyset page ``$orderby=ApiGewijzigdOp,Id&$top=…`` and the
   page after it).
 
-Nothing is assumed from the profile but its path: what the report says of a version is what its server
-answered. Credentials in the base URL are sent as HTTP basic auth to that origin only (as
+What the report says of a version is what its server answered: of a profile the probe takes only its
+path, and its renames and additions to tell the changes already known from the new ones (and to spell
+the loaders' requests as the loaders do).
+
+Credentials in the base URL are sent as HTTP basic auth to that origin only (as
 :class:`~include.loaders.api.TKClient` does) and never written: every URL in the report is the clean
 one, and the headers listed are the ones sent minus ``Authorization``. Requests are retried a few times
 on 5xx, 429 and broken connections, never on a timeout, so a dead endpoint costs seconds, not minutes;
@@ -57,9 +60,15 @@ from include.loaders.settings import ApiSettings
 from include.tk_replay.dataset import guid_sort_key, parse_ticks
 
 __all__ = [
+    "Exchange",
+    "PagingFacts",
     "ProbeReport",
     "ProbeSettings",
+    "SchemaDiff",
+    "SetDiff",
+    "TopTrial",
     "VersionProbe",
+    "diff_schema",
     "run_probe",
     "server_root",
 ]

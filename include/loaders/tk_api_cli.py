@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SETS",
         type=_sets,
         default=tuple(ENTITIES),
-        help=f"comma-separated entity sets to count and query (default: {','.join(ENTITIES)})",
+        help="comma-separated entity sets to count; those of the entity table also get the loaders' "
+        f"requests (default: the table's, {','.join(ENTITIES)})",
     )
     probe.add_argument(
         "--retries",
