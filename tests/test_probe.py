@@ -309,3 +309,49 @@ def test_the_readme_section_names_every_option(capsys):
     section = readme.split("## Checking the live API: tk-api probe\n", 1)[1].split("\n## ", 1)[0]
     assert len(options) >= 5 and all(f"`{o}" in section or f" {o} " in section for o in options), options
     assert "report.md" in section and "report.json" in section and "metadata-<version>.xml" in section
+
+
+def test_a_200_that_is_not_csdl_is_not_an_answer(tmp_path):
+    """A captive portal or a proxy's login page answers 200 with HTML: the version does not answer."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Portal(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html><body>Please log in to the guest network</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        out = tmp_path / "out"
+        code = main(["probe", "--base-url", f"http://127.0.0.1:{httpd.server_address[1]}", "--out", str(out)])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert code == 2
+    report = json.loads((out / "report.json").read_text())
+    for v in report["versions"]:
+        assert v["metadata"]["status"] == 200 and not v["answered"]
+        assert v["reason"].startswith("HTTP 200 but not a CSDL document (text/html)")
+
+
+def test_one_version_missing_is_reported_with_the_servers_message(tmp_path):
+    with ReplayServer(Dataset.generate(20, seed=4)) as server:
+        del server.profiles["v5"]  # a server that serves v4/2.0 only: /OData/v5 is an unknown resource
+        report = run_probe(ProbeSettings(base_url=server.url, sets=("Zaak",), retries=0))
+    assert report.answering == ["v4/2.0"]
+    v5 = next(v for v in report.versions if v.version == "v5")
+    assert v5.metadata.status == 404 and v5.reason.startswith("HTTP 404: No HTTP resource was found")
+    assert v5.requests == [] and v5.diff is None
+    md = write_report(report, tmp_path).read_text()
+    assert f"- **v5** (`{v5.service_root}`): does not answer: HTTP 404" in md
+    assert not (tmp_path / "metadata-v5.xml").exists() and (tmp_path / "metadata-v4-2.0.xml").exists()
