@@ -355,3 +355,12 @@ def test_one_version_missing_is_reported_with_the_servers_message(tmp_path):
     md = write_report(report, tmp_path).read_text()
     assert f"- **v5** (`{v5.service_root}`): does not answer: HTTP 404" in md
     assert not (tmp_path / "metadata-v5.xml").exists() and (tmp_path / "metadata-v4-2.0.xml").exists()
+
+
+def test_the_default_base_url_is_the_loaders_and_the_profile_setting_is_ignored(tmp_path, monkeypatch):
+    with ReplayServer(Dataset.generate(20, seed=5)) as server:
+        monkeypatch.setenv("TK_API_BASE_URL", server.url)
+        monkeypatch.setenv("TK_API_PROFILE", "auto")  # every version is probed, whatever the loaders use
+        assert main(["probe", "--out", str(tmp_path / "out"), "--sets", "Zaak"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["base_url"] == server.url and set(report["answering"]) == set(PROFILES)
