@@ -116,17 +116,28 @@ def _score(missing: str, candidate: str) -> float:
     return difflib.SequenceMatcher(None, missing, candidate).ratio()
 
 
-def _hints(missing: list[str], available: Sequence[str], wanted: set[str]) -> dict[str, str]:
-    """Missing name -> ' (renamed to 'X'?)', pairing each missing name with at most one unused candidate."""
-    candidates = [a for a in available if a not in wanted]
+def likely_renames(missing: Sequence[str], candidates: Sequence[str]) -> dict[str, str]:
+    """Missing name -> the candidate most likely to be its new name.
+
+    Each missing name is paired with at most one candidate and each candidate used once, best scores
+    first (equal but for case or underscores, then one name ending with the other, then
+    ``difflib`` similarity); pairs scoring below 0.5 are not proposed. The metadata check's rename
+    hints and ``tk-api probe``'s "likely renames" both come from here.
+    """
     scored = sorted(((_score(m, c), m, c) for m in missing for c in candidates), reverse=True)
     out: dict[str, str] = {}
     used: set[str] = set()
     for score, m, c in scored:
         if score >= 0.5 and m not in out and c not in used:
-            out[m] = f" (renamed to {c!r}?)"
+            out[m] = c
             used.add(c)
     return out
+
+
+def _hints(missing: list[str], available: Sequence[str], wanted: set[str]) -> dict[str, str]:
+    """Missing name -> ' (renamed to 'X'?)' for the :func:`likely_renames` among the names not wanted."""
+    pairs = likely_renames(missing, [a for a in available if a not in wanted])
+    return {m: f" (renamed to {c!r}?)" for m, c in pairs.items()}
 
 
 def check_requirements(
