@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -116,24 +116,35 @@ def _score(missing: str, candidate: str) -> float:
     return difflib.SequenceMatcher(None, missing, candidate).ratio()
 
 
-def _hints(missing: list[str], available: Sequence[str], wanted: set[str]) -> dict[str, str]:
-    """Missing name -> ' (renamed to 'X'?)', pairing each missing name with at most one unused candidate."""
+def likely_renames(
+    missing: Sequence[str], available: Sequence[str], wanted: Collection[str] = ()
+) -> dict[str, str]:
+    """Missing name -> the served name it was most likely renamed to, pairing each missing name with at
+    most one candidate of ``available`` that is not itself ``wanted`` (best scores first; none below 0.5).
+    The metadata check's hints and the served model's report (:mod:`include.loaders.model`) use it."""
     candidates = [a for a in available if a not in wanted]
     scored = sorted(((_score(m, c), m, c) for m in missing for c in candidates), reverse=True)
     out: dict[str, str] = {}
     used: set[str] = set()
     for score, m, c in scored:
         if score >= 0.5 and m not in out and c not in used:
-            out[m] = f" (renamed to {c!r}?)"
+            out[m] = c
             used.add(c)
     return out
+
+
+def _hints(missing: list[str], available: Sequence[str], wanted: set[str]) -> dict[str, str]:
+    """Missing name -> ' (renamed to 'X'?)' for the names :func:`likely_renames` pairs."""
+    return {m: f" (renamed to {c!r}?)" for m, c in likely_renames(missing, available, wanted).items()}
 
 
 def check_requirements(
     schema: ODataSchema, requirements: Mapping[str, EntityRequirement], profile: ApiProfile
 ) -> MetadataReport:
     """Every missing or renamed entity set, key, property and navigation the loaders rely on, and every
-    property whose EDM type is not the one required.
+    property whose EDM type is not the one required: what stops a run before loading. The entity table
+    requires only what an edge or the load needs (``Entity.requirement``); every other scalar follows
+    the served model (:mod:`include.loaders.model`), which reports differences instead.
 
     Requirements use canonical names; they are translated with ``profile`` before the lookup, and the
     messages give both names when they differ.
