@@ -9,12 +9,12 @@ dropped or added neither crashes a load nor silently vanishes:
 * :func:`served_entity` turns a table entry into the :class:`~include.loaders.entities.Entity` the loaders
   write: every served scalar property of the entity type except the key, ``Verwijderd``, the foreign keys
   of the table's relationships and the other ``Edm.Guid`` properties (foreign keys to entities outside
-  the graph), each with the kind of its EDM type (:data:`~include.loaders.entities.EDM_KINDS`; the table's
-  kind where the table declares the property and its EDM type agrees: ``INT_OPT``, ``DATE``). Its name is
-  the canonical (v4/2.0) name where the profile knows the rename (v5 ``Document.Nummer`` ->
-  ``DocumentNummer``), else the served name; the graph property follows from it by the naming rule of
-  ``docs/graph-model.md``. The client ``$select``s exactly these (never a dropped one) and maps the
-  profile's renames back.
+  the graph: reported like any other property, not stored). Each has the kind of its EDM type
+  (:data:`~include.loaders.entities.EDM_KINDS`), or the table's kind where the table declares the
+  property and its EDM type agrees (``INT_OPT``, ``DATE``). Its name is the canonical (v4/2.0) name where
+  the profile knows the rename (v5 ``Document.Nummer`` -> ``DocumentNummer``), else the served name; the
+  graph property follows from it by the naming rule of ``docs/graph-model.md``. The client ``$select``s
+  exactly these (never a dropped one) and maps the profile's renames back.
 * :func:`model_report` says, per entity, what the served model lacks, renames, adds or types differently
   against the v4/2.0 reference (:func:`~include.loaders.api_metadata.reference_schema`): the setup task
   logs it and keeps it in the checkpoint run (``api_model``), ``tk-checkpoint show`` and the dashboard
@@ -149,14 +149,14 @@ def _served(
 ) -> _Served:
     to_canonical = profile.to_canonical_map(info.name)
     structural = _structural(entity)
-    # served name -> (canonical name or the served one, EDM type); Guids are keys or foreign keys
+    # served name -> (canonical name or the served one, EDM type)
     served = {
         name: (to_canonical.get(name, name), edm)
         for name, edm in info.properties.items()
-        if to_canonical.get(name, name) not in structural and edm != GUID
+        if to_canonical.get(name, name) not in structural
     }
     if reference is not None:
-        ref = {p: t for p, t in reference.properties.items() if p not in structural and t != GUID}
+        ref = {p: t for p, t in reference.properties.items() if p not in structural}
     else:  # an entry the reference does not know: the table is the reference
         ref = {p: k.edm for p, k in entity.all_properties.items()}
     by_canonical = {canonical: (name, edm) for name, (canonical, edm) in served.items()}
@@ -182,6 +182,8 @@ def _served(
     stored: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for name, (canonical, edm) in served.items():
+        if edm == GUID:  # a foreign key the table's relationships do not use: its target is not loaded
+            continue
         declared = entity.all_properties.get(canonical)
         kind = declared if declared is not None and declared.edm == edm else EDM_KINDS.get(edm)
         if kind is None:
