@@ -8,8 +8,13 @@ entity is one more :class:`Entity` in :data:`ENTITIES`: the DAG's tasks, the con
 tables of ``docs/graph-model.md`` all derive from the table. Code that works on another table (a copy
 with one more entry, in tests) takes it as an argument; the table itself is read-only.
 
-Each property kind (:class:`Kind`) is one row (:class:`KindSpec`): the EDM type the ``$metadata`` check
-compares, the Neo4j type, the validator and the Cypher conversion the writer applies.
+Each property kind (:class:`Kind`) is one row (:class:`KindSpec`): its EDM type, the Neo4j type, the
+validator and the Cypher conversion the writer applies.
+
+The table's scalar properties are those of the v4/2.0 API. What a load writes follows the live
+``$metadata`` instead (:mod:`include.loaders.model`, the *served model*): only the entity set, the key,
+``Verwijderd``, ``ApiGewijzigdOp`` and the relationships' foreign keys and navigations are required
+(:meth:`Entity.requirement`); a scalar the API renamed, dropped or added is reported, not fatal.
 
 Naming rules (``docs/graph-model.md``):
 
@@ -107,7 +112,8 @@ class KindSpec:
     """Everything about one property kind, in one row.
 
     Attributes:
-        edm: the EDM type ``$metadata`` must declare for the property (the metadata check compares it).
+        edm: the EDM type of the property in the table (the metadata check compares it for the required
+            properties; a served property takes its kind from its EDM type, :data:`EDM_KINDS`).
         neo4j: the Neo4j type of the stored value (for the docs).
         convert: the validator: API value -> query parameter, where None means "no value" (the property
             is removed); raises ``ValueError`` saying what was expected (the writer names the entity,
@@ -221,8 +227,10 @@ class Entity:
     Attributes:
         name: entity set = entity type = node label (``Zaak``).
         loader: the loader's name, also its checkpoint name and the DAG's task id (``load_zaken``).
-        properties: API property name -> :class:`Kind`, the scalars stored on the node (not ``Id``,
-            not ``Verwijderd``, not foreign keys; the two timestamps are added for every entity).
+        properties: API property name -> :class:`Kind`, the scalars of the node in the v4/2.0 API (not
+            ``Id``, not ``Verwijderd``, not foreign keys; the two timestamps are added unless
+            ``implicit_timestamps`` is False). What a load stores is the served model built from them
+            and the live ``$metadata`` (:func:`include.loaders.model.served_entity`).
         relationships: the edge types this entity owns.
         doc: what the entity is (the graph model's node table shows it).
         core: one of the five entities of the mission: what ``requirements()`` and
