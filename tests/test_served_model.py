@@ -20,6 +20,7 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+from fastapi.testclient import TestClient
 from tk_checkpoint import CheckpointManager
 from tk_checkpoint.cli import main as checkpoint_cli
 from tk_checkpoint.web import run_page
@@ -34,6 +35,7 @@ from include.loaders.pipeline import prepare_run, run_loader
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.server import ReplayServer
 from tests.loader_fixtures import dump_graph
+from tests.test_web import _app
 
 # Five renames the profiles do not know (canonical -> served), one per entity: the rename hints find each.
 DRIFT = {
@@ -179,6 +181,7 @@ def test_a_drifted_api_loads_every_entity_and_reports_what_changed(
         text = capsys.readouterr().out
         assert f"API model (profile {profile} at {server.service_root(profile)}" in text
         assert "  Agendapunt: 2 missing, not stored (Volgorde, Noot)" in text
+        assert TestClient(_app(base)).get(f"/api/runs/{run_id}").json()["api_model"] == shown  # JSON API
         html = run_page(CheckpointManager(base), run_id, "/")
         assert "API model" in html and "2 missing, not stored (DatumSoort, Besloten)" in html
         graphs[profile] = dump_graph(neo4j_empty)
