@@ -72,8 +72,11 @@ class EntityModel:
 
     @property
     def matches_reference(self) -> bool:
-        """True when the served scalars are the reference's, by name and type."""
-        return not (self.missing or self.renamed or self.new or self.type_changed or self.skipped)
+        """True when the served scalars are the reference's, by name and type (the rule ``tk-checkpoint
+        show`` and the dashboard apply to the stored report)."""
+        from tk_checkpoint.present import model_entity_differs
+
+        return not model_entity_differs(self.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (the checkpoint run's ``api_model.entities[name]``)."""
