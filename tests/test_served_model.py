@@ -302,3 +302,42 @@ def test_the_writer_builds_its_query_from_the_served_model(neo4j_empty):
         "MATCH (v:Vergadering {id: 'v-2'}) RETURN v.sluiting AS s, v.titel AS t"
     ).records[0]
     assert row["t"] == "b" and row["s"] is not None and row["s"].year == 2025
+
+
+# -- the offline server's drops= ----------------------------------------------------------------------
+
+
+def test_a_dropped_property_is_gone_from_metadata_data_and_queries(dataset):
+    """``ReplayServer(drops=)``: what the server does not serve, it does not accept either (HTTP 400
+    naming the property, as for any unknown name), on every profile; a renamed one only by its new name."""
+    import requests
+
+    with ReplayServer(dataset, drift=DRIFT, drops=DROPS) as server:
+        for profile in ("v4/2.0", "v5"):
+            root = server.service_root(profile)
+            zaak = ODataSchema.from_xml(requests.get(f"{root}/$metadata", timeout=10).text).entity_sets[
+                "Zaak"
+            ]
+            assert not {"Afgedaan", "Kabinetsappreciatie", "Titel"} & set(zaak.properties)
+            assert zaak.properties["ZaakTitel"] == "Edm.String"
+            row = requests.get(f"{root}/Zaak?$top=1", timeout=10).json()["value"][0]
+            assert "Afgedaan" not in row and "Titel" not in row and "ZaakTitel" in row
+            for query in ("$select=Id,Afgedaan", "$filter=Afgedaan eq true", "$orderby=Kabinetsappreciatie"):
+                answer = requests.get(f"{root}/Zaak?{query}", timeout=10)
+                assert answer.status_code == 400, (profile, query)
+                message = answer.json()["error"]["message"]
+                assert "Could not find a property named" in message and "on type" in message
+            assert requests.get(f"{root}/Zaak?$select=Id,ZaakTitel", timeout=10).status_code == 200
+
+
+def test_the_replay_command_refuses_a_malformed_drop(capsys):
+    import signal
+
+    from include.tk_replay.__main__ import main
+
+    handler = signal.getsignal(signal.SIGTERM)  # main installs its own
+    try:
+        assert main(["--drop", "Zaak"]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    assert "--drop wants TYPE.PROP, e.g. Zaak.Titel, got 'Zaak'" in capsys.readouterr().err
