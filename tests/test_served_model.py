@@ -7,9 +7,10 @@ Keys and relationships stay declared in the entity table; the scalar properties 
 and v5: setup reports what is missing, renamed and new (its log, the checkpoint run, ``tk-checkpoint show``
 text and ``--json``, the dashboard's run page), every entity loads through the DAG's task functions with
 no failed row, dropped properties are absent from the nodes, renamed ones are stored under the served
-name, the new one is stored, and both profiles give the same graph. A renamed foreign key still stops
-setup before anything is loaded. Unit tests cover the mapping itself: kinds from EDM types, names, the
-profile's known renames, what is never a scalar, and the writer's query cache.
+name, the new one is stored, no request pages by ``$skip``, and both profiles give the same graph. A
+renamed foreign key still stops setup before anything is loaded. Unit tests cover the mapping itself:
+kinds from EDM types, names, the profile's known renames, what is never a scalar, and the writer's
+query cache.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from include.loaders.graph import GraphWriter, PreparedItem
 from include.loaders.model import model_report, served_entity
 from include.loaders.pipeline import prepare_run, run_loader
 from include.tk_replay.dataset import Dataset
+from include.tk_replay.faults import FaultConfig
 from include.tk_replay.server import ReplayServer
 from tests.loader_fixtures import dump_graph
 from tests.test_web import _app
@@ -111,7 +113,8 @@ def test_a_drifted_api_loads_every_entity_and_reports_what_changed(
         logs = capture_logs("include.loaders.pipeline")
         logs.clear()
         base, run_id = str(tmp_path / profile.replace("/", "_")), "manual__drifted"
-        server = ReplayServer(ds, drift=DRIFT, drops=DROPS)
+        # max_skip=0: a request with a $skip answers HTTP 500, so a loader that paged by $skip fails here
+        server = ReplayServer(ds, drift=DRIFT, drops=DROPS, faults=FaultConfig(max_skip=0))
         server.start()
         try:
             summaries = _setup_and_load(server, profile, base, run_id, monkeypatch)
