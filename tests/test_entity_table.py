@@ -3,8 +3,10 @@
 * one new entry in a COPY of the table (``Besluit``, with a foreign key to ``Agendapunt`` and an
   ``Edm.Date`` property) gets its DAG task, its constraint, its ``$metadata`` requirement, a replay-server
   entity set, generated rows and graph-model rows, and loads into Neo4j, without any other edit;
-* a property whose kind disagrees with ``$metadata`` (the table says DATETIME, ``$metadata`` says
-  ``Edm.Date``) fails ``setup`` with a message naming the entity, the property and both types;
+* a scalar property whose kind disagrees with ``$metadata`` (the table says DATETIME, ``$metadata`` says
+  ``Edm.Date``) is reported by ``setup`` and stored by its served type (issue 10: the model follows the
+  live ``$metadata``); a wrongly typed watermark still fails ``setup``, naming the entity, the property and
+  both types;
 * ``docs/graph-model.md`` holds exactly the tables generated from the table.
 """
 
@@ -35,6 +37,7 @@ from include.loaders.entities import (
 from include.loaders.graph import ItemDataError, prepare_item, upsert_query
 from include.loaders.graph_model import DOC, graph_model_tables, render
 from include.loaders.load import load_entity
+from include.loaders.model import model_report, served_entity, served_entity_of
 from include.tk_replay.dataset import DATA_DIR, METADATA_FILE, Dataset
 from include.tk_replay.generator import kind_value
 from include.tk_replay.schema import table_metadata
@@ -128,8 +131,9 @@ def test_a_new_entry_gets_its_dag_task_constraint_label_and_requirement():
     assert "Besluit" in all_labels(TABLE.values()) and "Besluit" not in all_labels()
 
     req = requirements(["Besluit"], TABLE)["Besluit"]
-    assert "Agendapunt_Id" in req.properties and "BesluitDatum" in req.properties
-    assert req.types["BesluitDatum"] == "Edm.Date" and req.types["Agendapunt_Id"] == "Edm.Guid"
+    # what the load needs is required; the scalars (BesluitDatum) follow the served $metadata
+    assert "Agendapunt_Id" in req.properties and "BesluitDatum" not in req.properties
+    assert req.types["Agendapunt_Id"] == "Edm.Guid"
     assert req.types["ApiGewijzigdOp"] == "Edm.DateTimeOffset"
 
 
@@ -183,8 +187,11 @@ def test_a_new_entry_gets_generated_rows_and_a_replay_entity_set(besluit_data):
         client = make_client(server.url)
         client.check_metadata(requirements(TABLE, TABLE))  # its requirement holds on its server
     with replay(Dataset.generate(5, seed=1, sets=("Zaak",))) as plain:  # the real $metadata
-        with pytest.raises(MetadataMismatch, match="Besluit: property 'BesluitDatum' is missing"):
-            make_client(plain.url).check_metadata(requirements(["Besluit"], TABLE))
+        plain_client = make_client(plain.url)
+        plain_client.check_metadata(requirements(["Besluit"], TABLE))  # a scalar is not fatal
+        served = served_entity_of(plain_client, TABLE["Besluit"])
+    assert "BesluitDatum" not in served.all_properties  # not served: neither requested nor written
+    assert "BesluitDatum" not in served.select and "BesluitSoort" in served.select
 
 
 def test_a_new_entry_loads_into_neo4j(neo4j_empty, besluit_data):
@@ -220,26 +227,44 @@ def _served_as_date() -> Dataset:
     return Dataset(entities=table_with(wrong))
 
 
-def test_a_wrongly_typed_property_fails_the_metadata_check():
+def test_a_wrongly_typed_property_is_reported_and_stored_by_its_served_type():
     with replay(_served_as_date()) as server:
         client = make_client(server.url)
-        with pytest.raises(MetadataMismatch) as err:
-            client.check_metadata(requirements())
-    assert err.value.problems == [
-        "Zaak: property 'GestartOp' is Edm.Date in $metadata, but the entity table expects Edm.DateTimeOffset"
-    ]
-    # the other way round: a table that says DATE where the real $metadata says Edm.DateTimeOffset
+        schema = client.check_metadata(requirements())  # a scalar's type is not fatal
+        zaak = served_entity(ENTITIES["Zaak"], schema, client.profile)
+        report = model_report([ENTITIES["Zaak"]], schema, client.profile, client.root)
+    assert zaak.all_properties["GestartOp"] is Kind.DATE  # the served EDM type decides
+    assert report.entities["Zaak"].type_changed == {
+        "GestartOp": {"reference": "Edm.DateTimeOffset", "served": "Edm.Date"}
+    }
+    # the other way round: a table that says DATE where the served $metadata says Edm.DateTimeOffset
     zaak = ENTITIES["Zaak"]
-    says_date = table_with(dataclasses.replace(zaak, properties={**zaak.properties, "Termijn": Kind.DATE}))
+    says_date = dataclasses.replace(zaak, properties={**zaak.properties, "Termijn": Kind.DATE})
     with replay(Dataset.generate(5, seed=1, sets=("Zaak",))) as server:
-        with pytest.raises(
-            MetadataMismatch, match=r"'Termijn' is Edm\.DateTimeOffset in .* expects Edm\.Date"
-        ):
-            make_client(server.url).check_metadata(requirements(["Zaak"], says_date))
+        client = make_client(server.url)
+        assert served_entity_of(client, says_date).all_properties["Termijn"] is Kind.DATETIME
 
 
-def test_a_wrongly_typed_property_fails_setup(monkeypatch, tmp_path):
-    with replay(_served_as_date()) as server:
+def _watermark_as_date() -> Dataset:
+    """A replay dataset whose $metadata says ``Zaak.ApiGewijzigdOp`` is an ``Edm.Date``."""
+    zaak = ENTITIES["Zaak"]
+    props = {**zaak.all_properties, "ApiGewijzigdOp": Kind.DATE}
+    wrong = dataclasses.replace(zaak, properties=props, implicit_timestamps=False)
+    return Dataset(entities=table_with(wrong))
+
+
+def test_a_wrongly_typed_watermark_fails_the_metadata_check():
+    with replay(_watermark_as_date()) as server:
+        with pytest.raises(MetadataMismatch) as err:
+            make_client(server.url).check_metadata(requirements(["Zaak"]))
+    assert err.value.problems == [
+        "Zaak: property 'ApiGewijzigdOp' is Edm.Date in $metadata, but the entity table expects "
+        "Edm.DateTimeOffset"
+    ]
+
+
+def test_a_wrongly_typed_watermark_fails_setup(monkeypatch, tmp_path):
+    with replay(_watermark_as_date()) as server:
         monkeypatch.setenv("TK_API_BASE_URL", server.url)
         monkeypatch.setenv("TK_API_PROFILE", "v4/2.0")
         monkeypatch.setenv("TK_API_MAX_RETRIES", "1")
@@ -248,13 +273,13 @@ def test_a_wrongly_typed_property_fails_setup(monkeypatch, tmp_path):
                 dag_id="tk_ingest",
                 run_id="manual__wrong_kind",
                 conf={},
-                params={"entities": list(ENTITIES), "start_date": "2024-01-01"},
+                params={"entities": ["Zaak"], "start_date": "2024-01-01"},
                 data_interval_start=None,
                 data_interval_end=None,
                 now=datetime.now(UTC),
                 checkpoint_base=str(tmp_path),
             )
     message = str(err.value)
-    assert "Zaak" in message and "'GestartOp'" in message
+    assert "Zaak" in message and "'ApiGewijzigdOp'" in message
     assert "Edm.Date in $metadata" in message and "expects Edm.DateTimeOffset" in message
     assert not list(tmp_path.iterdir())  # setup stopped before it opened a checkpoint run

@@ -106,14 +106,17 @@ def _expected(error: Exception) -> bool:
 
 
 def _load(args: argparse.Namespace, base: str | None) -> dict:
-    """The load itself: the API's ``$metadata`` checked, then the loaders in turn."""
+    """The load itself: the API's ``$metadata`` checked and its model reported, then the loaders in turn."""
     from include.loaders.api import TKClient
-    from include.loaders.entities import requirements
+    from include.loaders.entities import get_entity, requirements
     from include.loaders.graph import connect, connection_database
+    from include.loaders.model import model_report
     from include.loaders.settings import ApiSettings
 
     with TKClient(ApiSettings.from_env()) as client:
-        client.check_metadata(requirements(args.entities))
+        schema = client.check_metadata(requirements(args.entities))
+        entities = [get_entity(e) for e in args.entities]
+        model_report(entities, schema, client.profile, client.root).log()
         with connect(args.conn_id) as driver:
             results = run_loaders(
                 args.entities,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -116,14 +116,14 @@ def _score(missing: str, candidate: str) -> float:
     return difflib.SequenceMatcher(None, missing, candidate).ratio()
 
 
-def likely_renames(missing: Sequence[str], candidates: Sequence[str]) -> dict[str, str]:
-    """Missing name -> the candidate most likely to be its new name.
-
-    Each missing name is paired with at most one candidate and each candidate used once, best scores
-    first (equal but for case or underscores, then one name ending with the other, then
-    ``difflib`` similarity); pairs scoring below 0.5 are not proposed. The metadata check's rename
-    hints and ``tk-api probe``'s "likely renames" both come from here.
-    """
+def likely_renames(
+    missing: Sequence[str], available: Sequence[str], wanted: Collection[str] = ()
+) -> dict[str, str]:
+    """Missing name -> the served name it was most likely renamed to, pairing each missing name with at
+    most one candidate of ``available`` that is not itself ``wanted`` (best scores first; none below 0.5).
+    The metadata check's hints, the served model's report (:mod:`include.loaders.model`) and
+    ``tk-api probe``'s "likely renames" use it."""
+    candidates = [a for a in available if a not in wanted]
     scored = sorted(((_score(m, c), m, c) for m in missing for c in candidates), reverse=True)
     out: dict[str, str] = {}
     used: set[str] = set()
@@ -135,16 +135,17 @@ def likely_renames(missing: Sequence[str], candidates: Sequence[str]) -> dict[st
 
 
 def _hints(missing: list[str], available: Sequence[str], wanted: set[str]) -> dict[str, str]:
-    """Missing name -> ' (renamed to 'X'?)' for the :func:`likely_renames` among the names not wanted."""
-    pairs = likely_renames(missing, [a for a in available if a not in wanted])
-    return {m: f" (renamed to {c!r}?)" for m, c in pairs.items()}
+    """Missing name -> ' (renamed to 'X'?)' for the names :func:`likely_renames` pairs."""
+    return {m: f" (renamed to {c!r}?)" for m, c in likely_renames(missing, available, wanted).items()}
 
 
 def check_requirements(
     schema: ODataSchema, requirements: Mapping[str, EntityRequirement], profile: ApiProfile
 ) -> MetadataReport:
     """Every missing or renamed entity set, key, property and navigation the loaders rely on, and every
-    property whose EDM type is not the one required.
+    property whose EDM type is not the one required: what stops a run before loading. The entity table
+    requires only what an edge or the load needs (``Entity.requirement``); every other scalar follows
+    the served model (:mod:`include.loaders.model`), which reports differences instead.
 
     Requirements use canonical names; they are translated with ``profile`` before the lookup, and the
     messages give both names when they differ.

@@ -8,8 +8,13 @@ entity is one more :class:`Entity` in :data:`ENTITIES`: the DAG's tasks, the con
 tables of ``docs/graph-model.md`` all derive from the table. Code that works on another table (a copy
 with one more entry, in tests) takes it as an argument; the table itself is read-only.
 
-Each property kind (:class:`Kind`) is one row (:class:`KindSpec`): the EDM type the ``$metadata`` check
-compares, the Neo4j type, the validator and the Cypher conversion the writer applies.
+Each property kind (:class:`Kind`) is one row (:class:`KindSpec`): its EDM type, the Neo4j type, the
+validator and the Cypher conversion the writer applies.
+
+The table's scalar properties are those of the v4/2.0 API. What a load writes follows the live
+``$metadata`` instead (:mod:`include.loaders.model`, the *served model*): only the entity set, the key,
+``Verwijderd``, ``ApiGewijzigdOp`` and the relationships' foreign keys and navigations are required
+(:meth:`Entity.requirement`); a scalar the API renamed, dropped or added is reported, not fatal.
 
 Naming rules (``docs/graph-model.md``):
 
@@ -107,7 +112,8 @@ class KindSpec:
     """Everything about one property kind, in one row.
 
     Attributes:
-        edm: the EDM type ``$metadata`` must declare for the property (the metadata check compares it).
+        edm: the EDM type of the property in the table (the metadata check compares it for the required
+            properties; a served property takes its kind from its EDM type, :data:`EDM_KINDS`).
         neo4j: the Neo4j type of the stored value (for the docs).
         convert: the validator: API value -> query parameter, where None means "no value" (the property
             is removed); raises ``ValueError`` saying what was expected (the writer names the entity,
@@ -131,6 +137,7 @@ class Kind(Enum):
     TEXT = KindSpec("Edm.String", "STRING", doc="as is")
     INT = KindSpec("Edm.Int32", "INTEGER", doc="as is")
     INT_OPT = KindSpec("Edm.Int32", "INTEGER", _int_or_sentinel, doc="-1 means no value: absent (Volgnummer)")
+    FLOAT = KindSpec("Edm.Double", "FLOAT", doc="as is")
     BOOL = KindSpec("Edm.Boolean", "BOOLEAN", doc="as is")
     DATETIME = KindSpec(
         "Edm.DateTimeOffset",
@@ -156,6 +163,26 @@ class Kind(Enum):
 
 # Short names for the table below.
 T, N, N_OPT, B, DT, D = Kind.TEXT, Kind.INT, Kind.INT_OPT, Kind.BOOL, Kind.DATETIME, Kind.DATE
+
+EDM_KINDS: Mapping[str, Kind] = MappingProxyType(
+    {
+        "Edm.String": Kind.TEXT,
+        "Edm.Int16": Kind.INT,
+        "Edm.Int32": Kind.INT,
+        "Edm.Int64": Kind.INT,
+        "Edm.Byte": Kind.INT,
+        "Edm.SByte": Kind.INT,
+        "Edm.Boolean": Kind.BOOL,
+        "Edm.DateTimeOffset": Kind.DATETIME,
+        "Edm.Date": Kind.DATE,
+        "Edm.Decimal": Kind.FLOAT,
+        "Edm.Double": Kind.FLOAT,
+        "Edm.Single": Kind.FLOAT,
+    }
+)
+"""The kind of a property the live ``$metadata`` declares, by its EDM type (the served model,
+:mod:`include.loaders.model`). An EDM type not listed (``Edm.Binary``, ``Edm.Duration``, a complex
+type…) has no kind: such a property is reported and not stored, never guessed."""
 
 # Every entity set has these two timestamps (tk-api/README.md section 1).
 _TIMESTAMPS: dict[str, Kind] = {"GewijzigdOp": DT, "ApiGewijzigdOp": DT}
@@ -200,13 +227,18 @@ class Entity:
     Attributes:
         name: entity set = entity type = node label (``Zaak``).
         loader: the loader's name, also its checkpoint name and the DAG's task id (``load_zaken``).
-        properties: API property name -> :class:`Kind`, the scalars stored on the node (not ``Id``,
-            not ``Verwijderd``, not foreign keys; the two timestamps are added for every entity).
+        properties: API property name -> :class:`Kind`, the scalars of the node in the v4/2.0 API (not
+            ``Id``, not ``Verwijderd``, not foreign keys; the two timestamps are added unless
+            ``implicit_timestamps`` is False). What a load stores is the served model built from them
+            and the live ``$metadata`` (:func:`include.loaders.model.served_entity`).
         relationships: the edge types this entity owns.
         doc: what the entity is (the graph model's node table shows it).
         core: one of the five entities of the mission: what ``requirements()`` and
             ``python -m include.loaders`` take when no entities are named. The DAG loads every
             entry of the table, core or not.
+        implicit_timestamps: add ``GewijzigdOp`` and ``ApiGewijzigdOp`` to ``properties`` (the table's
+            entries); False for a served model (:func:`include.loaders.model.served_entity`), whose
+            properties are exactly what the live ``$metadata`` declares.
     """
 
     name: str
@@ -215,12 +247,14 @@ class Entity:
     relationships: tuple[Relationship, ...] = ()
     doc: str = ""
     core: bool = False
+    implicit_timestamps: bool = True
     _all_properties: Mapping[str, Kind] = field(init=False, repr=False, compare=False)
     _columns: tuple[tuple[str, str, KindSpec], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         props = dict(self.properties)
-        props.update(_TIMESTAMPS)
+        if self.implicit_timestamps:
+            props.update(_TIMESTAMPS)
         for reserved in (KEY, TOMBSTONE_FLAG):
             if reserved in props:
                 raise ValueError(f"Entity {self.name}: {reserved!r} is implicit, do not list it.")
@@ -272,18 +306,27 @@ class Entity:
 
     @property
     def edm_types(self) -> dict[str, str]:
-        """Every property of :attr:`select` -> the EDM type ``$metadata`` must declare for it."""
+        """Every property of :attr:`select` -> the EDM type ``$metadata`` declares for it in the table."""
         types = {KEY: GUID, TOMBSTONE_FLAG: Kind.BOOL.edm}
         types.update({name: kind.edm for name, kind in self.all_properties.items()})
         types.update({fk: GUID for fk in self.foreign_keys})
         return types
 
+    @property
+    def required(self) -> list[str]:
+        """The properties a load cannot do without: the key, the tombstone flag, the watermark (windows and
+        paging filter on it) and the foreign keys of the owned relationships. Every other scalar follows
+        the live ``$metadata`` (:mod:`include.loaders.model`): missing ones are reported, not fatal."""
+        return [KEY, TOMBSTONE_FLAG, WATERMARK, *self.foreign_keys]
+
     def requirement(self) -> EntityRequirement:
-        """What the live ``$metadata`` must offer for this entity (for ``TKClient.check_metadata``):
-        the names of :attr:`select` with their EDM types, and the navigations."""
+        """What the live ``$metadata`` must offer for this entity (for ``TKClient.check_metadata``): the
+        names of :attr:`required` with their EDM types, and the navigations of the owned relationships."""
         from include.loaders.api import EntityRequirement
 
-        return EntityRequirement(properties=self.select, navigations=self.navigations, types=self.edm_types)
+        types = {KEY: GUID, TOMBSTONE_FLAG: Kind.BOOL.edm, WATERMARK: Kind.DATETIME.edm}
+        types.update({fk: GUID for fk in self.foreign_keys})
+        return EntityRequirement(properties=self.required, navigations=self.navigations, types=types)
 
 
 def check_table(entities: Mapping[str, Entity]) -> Mapping[str, Entity]:

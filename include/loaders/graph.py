@@ -233,11 +233,19 @@ def _q(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def _converted(entity: Entity) -> tuple[tuple[str, str], ...]:
+    """``(graph property, Cypher function)`` of the columns whose kind has a conversion (DATETIME ->
+    ``datetime(…)``, DATE -> ``date(…)``); the other properties go in as they are (``row.props``)."""
+    return tuple((name, spec.cypher) for _, name, spec in entity.columns if spec.cypher)
+
+
 def upsert_query(entity: Entity) -> str:
-    """The Cypher that merges a batch of live rows of ``entity`` with their owned edges (REPLACE)."""
+    """The Cypher that merges a batch of live rows of ``entity`` with their owned edges (REPLACE).
+
+    ``entity`` is a table entry or its served model (:func:`include.loaders.model.served_entity`): the
+    temporal properties it writes are the ones of its columns."""
     label = _q(entity.label)
-    # the kinds with a Cypher conversion: DATETIME -> datetime(…), DATE -> date(…)
-    converted = [(name, spec.cypher) for _, name, spec in entity.columns if spec.cypher]
+    converted = _converted(entity)
     lines = [
         "UNWIND $rows AS row",
         f"MERGE (n:{label} {{id: row.id}})",
@@ -287,12 +295,15 @@ class GraphWriter:
         self.driver = driver
         self.database = database
         self.max_retry_seconds = max_retry_seconds
-        self._queries: dict[str, str] = {}
+        self._queries: dict[tuple, str] = {}
 
     def _query_for(self, entity: Entity) -> str:
-        if entity.name not in self._queries:
-            self._queries[entity.name] = batch_query(entity)
-        return self._queries[entity.name]
+        # keyed on what the Cypher is built from, not the name alone: the served model of one entity
+        # (include.loaders.model) can differ between services, profiles and runs
+        key = (entity.label, _converted(entity), entity.relationships)
+        if key not in self._queries:
+            self._queries[key] = batch_query(entity)
+        return self._queries[key]
 
     def ensure_constraints(self, labels: Iterable[str] | None = None) -> list[str]:
         """Create a uniqueness constraint on ``id`` for each label (idempotent; default: every label of the

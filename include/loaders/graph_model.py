@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from include.loaders.entities import ENTITIES, Entity, Kind, property_name
+from include.loaders.entities import EDM_KINDS, ENTITIES, Entity, Kind, property_name
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "graph-model.md"
 """The page whose tables this module writes."""
@@ -53,11 +53,18 @@ def _properties(entities: Mapping[str, Entity]) -> str:
     return _table(["label", *types], rows)
 
 
+def _edm_types(kind: Kind) -> str:
+    """The EDM types a served property of ``kind`` can have (:data:`EDM_KINDS`); a table-only kind
+    (``INT_OPT``) shows the type it requires."""
+    types = [edm for edm, k in EDM_KINDS.items() if k is kind] or [kind.spec.edm]
+    return ", ".join(f"`{t}`" for t in types)
+
+
 def _kinds() -> str:
     rows = [
         [
             f"`{k.name}`",
-            f"`{k.spec.edm}`",
+            _edm_types(k),
             k.spec.neo4j,
             f"`{k.spec.cypher}()`" if k.spec.cypher else "",
             k.spec.doc,

@@ -42,11 +42,14 @@ from typing import Any, Protocol
 
 from neo4j import Driver
 
+from include.loaders.api_metadata import ODataSchema
+from include.loaders.api_profiles import ApiProfile
 from include.loaders.entities import CORE_ENTITIES, Entity, all_labels, get_entity, parse_datetimeoffset
 from include.loaders.flow import BatchWriter, WindowCount, error_text, prefetch
 from include.loaders.graph import GraphWriter, ItemDataError, PreparedItem, item_key, prepare_item
 from include.loaders.ledger import Ledger, NullLedger
 from include.loaders.metrics import LoaderMetrics
+from include.loaders.model import served_entity_of
 from include.loaders.settings import DEFAULT_BATCH_SIZE
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,12 @@ NO_ID_PREFIX = "no-Id:"
 
 
 class PageSource(Protocol):
-    """What the loop needs of the API client (``include.loaders.api.TKClient``)."""
+    """What the loop needs of the API client (``include.loaders.api.TKClient``): its ``profile`` and
+    ``metadata()`` for the served model (:func:`include.loaders.model.served_entity_of`), and pages."""
+
+    profile: ApiProfile
+
+    def metadata(self, refresh: bool = False) -> ODataSchema: ...
 
     def count(self, entity_set: str, start: datetime | None = None, end: datetime | None = None) -> int: ...
 
@@ -151,6 +159,10 @@ def load_entity(
 ) -> LoadResult:
     """Load the rows of ``entity`` changed in ``[start, end)`` into Neo4j (the way of one item).
 
+    The scalar properties requested and written are the served model's: those the ``$metadata`` of the
+    client's service declares (:func:`include.loaders.model.served_entity_of`; fetched once per client),
+    so a property the API dropped is neither requested nor written, and one it added is stored.
+
     Args:
         entity: an entity of ``entities.ENTITIES`` (name like ``"Zaak"``, loader name, or the entry).
         client: the TK API client (``TKClient``); its ``ApiError`` propagates after its own retries.
@@ -173,7 +185,7 @@ def load_entity(
     after saving the ledger and marking it failed; data errors never raise.
     """
     loop = _Loop(  # a batch_size below 1 raises ValueError here (BatchWriter)
-        get_entity(entity),
+        served_entity_of(client, get_entity(entity)),
         client=client,
         graph=GraphWriter(driver, database),
         ledger=checkpoint if checkpoint is not None else NullLedger(),

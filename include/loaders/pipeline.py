@@ -296,11 +296,16 @@ def prepare_run(
     any loading with :class:`ConfError` when the conf has a key outside ``valid_keys`` (the DAG's params;
     None: not checked), a param of the wrong type, a date outside [MIN_DATE, MAX_DATE] or an empty
     window (the DAG fails those at once, without retries); and with other errors when Neo4j (or the
-    database its connection names) is unreachable or the API's ``$metadata`` lacks what the loaders rely on.
+    database its connection names) is unreachable or the API's ``$metadata`` lacks what the loaders rely on
+    (an entity set, key, ``Verwijderd``, ``ApiGewijzigdOp``, or a foreign key or navigation an edge needs).
+    Every other difference of the served model from the v4/2.0 reference (a scalar property missing,
+    renamed, new or of another type; :mod:`include.loaders.model`) is logged, one WARNING line per entity
+    that differs (INFO when none does), and kept in the checkpoint run as ``api_model``.
     """
     from include.loaders.api import TKClient
-    from include.loaders.entities import requirements
+    from include.loaders.entities import get_entity, requirements
     from include.loaders.graph import connect, connection_database, ensure_constraints
+    from include.loaders.model import model_report
     from include.loaders.settings import ApiSettings
 
     if valid_keys is not None:
@@ -318,15 +323,17 @@ def prepare_run(
 
     settings = ApiSettings.from_env()
     with TKClient(settings) as client:
-        client.check_metadata(requirements(entities))
-        log.info("API metadata check passed (%s, profile %s)", client.root, settings.profile)
+        schema = client.check_metadata(requirements(entities))
+        log.info("API metadata check passed (%s, profile %s)", client.root, client.profile.name)
+        api_model = model_report([get_entity(e) for e in entities], schema, client.profile, client.root)
+        api_model.log(log)
 
     with connect(conn_id) as driver:
         ensure_constraints(driver, database=connection_database(conn_id))
 
     manager = checkpoint_manager(checkpoint_base)
     _check_run_owner(manager, run_id, dag_id)
-    manager.start_new_run(run_id=run_id, dag_id=dag_id, conf=dict(conf))
+    manager.start_new_run(run_id=run_id, dag_id=dag_id, conf=dict(conf), api_model=api_model.to_dict())
     return window.to_dict()
 
 
@@ -363,6 +370,9 @@ def run_loader(
     checkpoint_base: str | None = None,
 ) -> dict[str, Any]:
     """One loader task instance: the load loop over ``window`` with the checkpoint of this task instance.
+
+    The scalar properties loaded are the served model's, from the ``$metadata`` of the API (fetched once
+    per task; :func:`include.loaders.load.load_entity`), the same model the setup task reported.
 
     A retry or a clear of the task reopens the same checkpoint and skips what is done. Items that still
     fail after the loop's own retries fail the task (so Airflow retries it) unless the run's

@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated entity sets to generate (default: the entity table, {','.join(ENTITIES)})",
     )
     p.add_argument("--save", type=Path, help="write the dataset to this folder before serving")
+    p.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="TYPE.PROP",
+        help="serve every profile without this property (canonical name, e.g. Zaak.Titel): absent from "
+        "$metadata and the data, unknown to queries; repeatable",
+    )
     f = p.add_argument_group("faults (rates are shares of data requests, 0..1)")
     f.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draw (default 0)")
     f.add_argument("--latency", type=float, default=0.0, help="seconds added to every data request")
@@ -122,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    drops: dict[str, list[str]] = {}
+    for spec in args.drop:
+        entity_type, _, prop = spec.partition(".")
+        if not entity_type or not prop:
+            print(f"--drop wants TYPE.PROP, e.g. Zaak.Titel, got {spec!r}", file=sys.stderr)
+            return 2
+        drops.setdefault(entity_type, []).append(prop)
     fail_entity, fail_items = None, 0
     if args.fail_after:
         fail_entity, _, n = args.fail_after.partition(":")
@@ -162,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Dataset written to {args.save}")
     if stop.requested:
         return 0
-    server = ReplayServer(dataset, host=args.host, port=args.port, faults=faults)
+    server = ReplayServer(dataset, host=args.host, port=args.port, faults=faults, drops=drops)
     try:
         url = server.start()
     except OSError as e:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -492,10 +492,18 @@ class Page:
 class View:
     """The dataset as one profile (plus optional schema drift) serves it."""
 
-    def __init__(self, dataset: Dataset, profile: ApiProfile, drift: dict[str, dict[str, str]] | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        profile: ApiProfile,
+        drift: dict[str, dict[str, str]] | None = None,
+        drops: Mapping[str, Iterable[str]] | None = None,
+    ):
         self.dataset = dataset
         self.profile = profile
         self.drift = drift or {}
+        # type -> canonical names this view does not serve at all (nor accept in a query)
+        self.drops = {t: frozenset(names) for t, names in (drops or {}).items()}
         self.namespace = dataset.schema.namespace or "TK.DA.GGM.OData"
         # per entity type: [(served name, canonical name or None for profile-only properties)]
         self._columns: dict[str, list[tuple[str, str | None]]] = {}
@@ -505,10 +513,11 @@ class View:
         self._encoded_version = -1
         for info in {i.name: i for i in dataset.schema.entity_sets.values()}.values():
             renames = self.renames(info.name)
-            cols: list[tuple[str, str | None]] = [(renames.get(c, c), c) for c in info.properties]
+            served = {c: t for c, t in info.properties.items() if c not in self.drops.get(info.name, ())}
+            cols: list[tuple[str, str | None]] = [(renames.get(c, c), c) for c in served]
             cols += [(p, None) for p in profile.added_properties.get(info.name, {})]
             self._columns[info.name] = cols
-            types = {renames.get(c, c): t for c, t in info.properties.items()}
+            types = {renames.get(c, c): t for c, t in served.items()}
             types.update(profile.added_properties.get(info.name, {}))
             self._types[info.name] = types
             self._to_canonical[info.name] = dict(cols)

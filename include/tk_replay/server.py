@@ -20,7 +20,7 @@ import socket
 import struct
 import threading
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -56,12 +56,21 @@ def _error_body(message: str) -> bytes:
     return _dumps({"error": {"code": "", "message": message}})
 
 
-def profile_metadata(xml: str, profile: ApiProfile, renames: Mapping[str, Mapping[str, str]]) -> str:
-    """The canonical ``$metadata`` with ``renames`` (type -> canonical -> served) and additions."""
+def profile_metadata(
+    xml: str,
+    profile: ApiProfile,
+    renames: Mapping[str, Mapping[str, str]],
+    drops: Mapping[str, Iterable[str]] | None = None,
+) -> str:
+    """The canonical ``$metadata`` without ``drops`` (type -> canonical names), with ``renames`` (type ->
+    canonical -> served) and the profile's additions."""
     types = set(re.findall(r'<EntityType Name="([^"]+)"', xml))
+    drops = drops or {}
 
     def patch(match: re.Match[str]) -> str:
         name, body = match.group(1), match.group(2)
+        for canonical in drops.get(name, ()):
+            body = re.sub(rf'<Property Name="{re.escape(canonical)}" [^>]*?/>\s*', "", body)
         for canonical, served in renames.get(name, {}).items():
             body = body.replace(f'<Property Name="{canonical}" ', f'<Property Name="{served}" ')
         extra = "".join(
@@ -71,7 +80,7 @@ def profile_metadata(xml: str, profile: ApiProfile, renames: Mapping[str, Mappin
             body = body.replace("<NavigationProperty ", extra + "<NavigationProperty ", 1)
         return f'<EntityType Name="{name}">{body}</EntityType>'
 
-    if not any(renames.get(t) for t in types) and not profile.added_properties:
+    if not any(renames.get(t) or drops.get(t) for t in types) and not profile.added_properties:
         return xml
     return re.sub(r'<EntityType Name="([^"]+)">(.*?)</EntityType>', patch, xml, flags=re.S)
 
@@ -328,6 +337,9 @@ class ReplayServer:
         faults: the initial :class:`FaultConfig` (none by default).
         drift: extra property renames applied to every profile, type -> canonical -> served name, in
             ``$metadata`` and data alike: a model of an API that renamed something (metadata-check tests).
+        drops: properties removed from every profile, type -> canonical names: absent from ``$metadata``
+            and from the data, and unknown to ``$select``, ``$filter`` and ``$orderby`` (HTTP 400, as for
+            any unknown name): a model of an API that dropped attributes (served-model tests).
         basic_auth: (user, password) every GET must carry as HTTP basic auth, else HTTP 401 (None: no
             login). ``@odata.nextLink`` is built from the ``Host`` header, without credentials, as a real
             server does.
@@ -341,6 +353,7 @@ class ReplayServer:
         port: int = 0,
         faults: FaultConfig | None = None,
         drift: Mapping[str, Mapping[str, str]] | None = None,
+        drops: Mapping[str, Iterable[str]] | None = None,
         basic_auth: tuple[str, str] | None = None,
     ):
         self.dataset = dataset if dataset is not None else Dataset.samples()
@@ -348,10 +361,14 @@ class ReplayServer:
         self.port = port
         self.profiles: dict[str, ApiProfile] = dict(PROFILES)
         drift_d = {k: dict(v) for k, v in (drift or {}).items()}
-        self.views = {name: View(self.dataset, p, drift_d) for name, p in self.profiles.items()}
+        drops_d = {k: frozenset(v) for k, v in (drops or {}).items()}
+        self.views = {name: View(self.dataset, p, drift_d, drops_d) for name, p in self.profiles.items()}
         self._metadata = {
             name: profile_metadata(
-                self.dataset.metadata_xml, p, {t: self.views[name].renames(t) for t in self._type_names()}
+                self.dataset.metadata_xml,
+                p,
+                {t: self.views[name].renames(t) for t in self._type_names()},
+                drops_d,
             )
             for name, p in self.profiles.items()
         }

@@ -408,6 +408,7 @@ RUN_FIELDS = {
     "updated_at": "text",
     "completed_at": "text",
     "error": "text",
+    "api_model": "object",  # the setup task's report of the served API model (optional)
 }
 
 

@@ -97,11 +97,14 @@ class CheckpointManager:
         dag_id: str | None = None,
         conf: Mapping[str, Any] | None = None,
         description: str | None = None,
+        api_model: Mapping[str, Any] | None = None,
     ) -> str:
         """Create the run (or reopen it: idempotent for a retried task) and make it current. Returns its id.
 
         Without ``run_id`` a new ``run_YYYYmmdd_HHMMSS`` id is made. ``conf`` is stored with secret-looking
-        keys redacted; do not put secrets in it anyway.
+        keys redacted; do not put secrets in it anyway. ``api_model`` is the setup task's report of the
+        API model the run loads (``include.loaders.model.ModelReport.to_dict()``: profile, service root,
+        per entity what is missing, renamed, new); None keeps the one the run has.
         """
         if run_id is None:
             run_id = datetime.now().strftime("run_%Y%m%d_%H%M%S")
@@ -137,13 +140,17 @@ class CheckpointManager:
                 "completed_at": None,
                 "error": None,
             }
+            if api_model is not None:
+                doc["api_model"] = dict(api_model)
             self._write_run(doc)
             log.info("Started checkpoint run %s", run_id)
         else:
             changed = doc["state"] != "running"
-            updates = {"dag_id": dag_id, "description": description}
+            updates: dict[str, Any] = {"dag_id": dag_id, "description": description}
             if conf is not None:
                 updates["conf"] = redact(dict(conf))
+            if api_model is not None:
+                updates["api_model"] = dict(api_model)
             for key, value in updates.items():
                 if value is not None and doc.get(key) != value:
                     doc[key], changed = value, True

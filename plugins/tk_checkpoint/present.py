@@ -245,8 +245,61 @@ def format_run(run: Mapping[str, Any]) -> str:
         lines += ["", "No loaders have recorded progress in this run yet."]
     for name, d in loaders.items():
         lines += ["", *_loader_lines(name, d)]
+    if run.get("api_model"):
+        lines += ["", format_api_model(run["api_model"])]
     if run.get("reconciliation"):
         lines += ["", format_reconciliation(run["reconciliation"])]
+    return "\n".join(lines)
+
+
+def format_model_entity(d: Mapping[str, Any]) -> str:
+    """One entity of a run's ``api_model`` as one line: what the served ``$metadata`` lacks (missing),
+    renames, adds (new), types differently or declares with no stored kind, against the reference; then
+    how many properties are stored. The setup task's log line says the same (``include.loaders.model``)."""
+    parts: list[str] = []
+    if d.get("missing"):
+        parts.append(f"{len(d['missing'])} missing, not stored ({', '.join(d['missing'])})")
+    renamed = d.get("renamed") or {}
+    if renamed:
+        shown = ", ".join(
+            f"{ref} -> {r.get('served')}{'' if r.get('known') else ' (likely)'}" for ref, r in renamed.items()
+        )
+        parts.append(f"{len(renamed)} renamed ({shown})")
+    if d.get("new"):
+        parts.append(f"{len(d['new'])} new ({', '.join(d['new'])})")
+    changed = d.get("type_changed") or {}
+    if changed:
+        shown = ", ".join(f"{p} {t.get('reference')} -> {t.get('served')}" for p, t in changed.items())
+        parts.append(f"{len(changed)} type changed ({shown})")
+    if d.get("skipped"):
+        shown = ", ".join(f"{p} {t}" for p, t in d["skipped"].items())
+        parts.append(f"{len(d['skipped'])} with no kind, not stored ({shown})")
+    stored = f"{len(d.get('stored') or {})} stored"
+    return "; ".join([*parts, stored]) if parts else f"as the reference, {stored}"
+
+
+def model_entity_differs(d: Mapping[str, Any]) -> bool:
+    """True when one entity of an ``api_model`` differs from the reference in anything it reports."""
+    return any(d.get(k) for k in ("missing", "renamed", "new", "type_changed", "skipped"))
+
+
+def api_model_heading(doc: Mapping[str, Any]) -> str:
+    """'API model (profile v5 at http://…/OData/v5, against v4/2.0): 2 of 6 entities differ'."""
+    entities = doc.get("entities") or {}
+    differ = sum(1 for d in entities.values() if model_entity_differs(d))
+    verdict = (
+        f"{differ} of {len(entities)} entities differ" if differ else f"all {len(entities)} as the reference"
+    )
+    where = f" at {doc['service_root']}" if doc.get("service_root") else ""
+    reference = doc.get("reference") or "v4/2.0"
+    return f"API model (profile {doc.get('profile')}{where}, against {reference}): {verdict}"
+
+
+def format_api_model(doc: Mapping[str, Any]) -> str:
+    """A run's ``api_model`` as text (``show``): its heading, then one line per entity."""
+    lines = [api_model_heading(doc)]
+    for name, d in (doc.get("entities") or {}).items():
+        lines.append(f"  {name}: {format_model_entity(d)}")
     return "\n".join(lines)
 
 

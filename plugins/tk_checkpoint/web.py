@@ -133,8 +133,28 @@ def _or_damaged(model: type[Report]) -> Any:
     ]
 
 
+class ModelEntity(Report):
+    """One entity of a run's API model: what the served ``$metadata`` lacks, renames, adds, retypes."""
+
+    stored: dict[str, str] = {}
+    missing: list[str] = []
+    renamed: dict[str, dict[str, Any]] = {}
+    new: dict[str, str] = {}
+    type_changed: dict[str, dict[str, str]] = {}
+    skipped: dict[str, str] = {}
+
+
+class ApiModel(Report):
+    """The setup task's report of the API model a run loads, against the v4/2.0 reference."""
+
+    profile: str | None = None
+    service_root: str | None = None
+    reference: str | None = None
+    entities: dict[str, ModelEntity] = {}
+
+
 class RunFile(Report):
-    """A run file: the DAG run it follows, its conf and state."""
+    """A run file: the DAG run it follows, its conf and state, and the API model its setup found."""
 
     run_id: str
     state: str
@@ -145,6 +165,7 @@ class RunFile(Report):
     updated_at: str | None = None
     completed_at: str | None = None
     error: str | None = None
+    api_model: ApiModel | None = None
 
 
 class RunSummary(RunFile):
@@ -208,11 +229,14 @@ def templates() -> jinja2.Environment:
         try_row=present.try_row,
         reconcile_row=present.reconcile_row,
         reconcile_heading=present.reconcile_heading,
+        model_entity=present.format_model_entity,
+        model_heading=present.api_model_heading,
         anchor=quote,
     )
     env.globals.update(
         percentage=present.percentage,
         totals=present.run_totals,
+        model_differs=present.model_entity_differs,
         run_href=run_href,
         refresh_seconds=REFRESH_SECONDS,
     )
