@@ -1,0 +1,679 @@
+"""TK SyncFeed client: one ordered change stream per entity type, resumable at the entry, read as it streams.
+
+    with SyncFeedClient(ApiSettings.from_env()) as client:
+        for page in client.iter_pages("Persoon", skiptoken=cursor):
+            for entry in page.entries:
+                ...                      # upsert entry.fields / entry.refs, or delete when entry.deleted
+            cursor = page.position       # durable only once the page's writes are committed
+
+The feed (``<base>/SyncFeed/2.0/Feed?category=<Type>&skiptoken=<n>``, ``../shared/tk-api/SYNCFEED.md`` §2)
+is Atom 1.0 with one TK entity element (namespace :data:`TK_NS`) in each entry's ``<content>``. What this
+module tolerates, each a form the live feed is known to write:
+
+- Names are matched by namespace, never by prefix: the default-namespace form and the ``ns1:`` form of
+  Toezegging, Vergadering and Verslag parse alike; so does a payload stripped of its namespaces.
+- Each entry's own ``<link rel="next">`` is its resume point (:attr:`FeedEntry.skiptoken`): the cursor
+  after that entry. The empty page with ``<link rel="resume">`` is the caught-up page.
+- ``verwijderd`` in any case (``true``, ``True``, ``TRUE``, ``1``); a deleted entity has no children and may
+  name an id the feed never showed (the Document feed begins with years of such tombstones).
+- ``xsi:nil="true"`` is a None value; repeated references are all kept (duplicates removed, document order);
+  a repeated scalar element (the XSD says at most one, the live feed sometimes writes two) keeps its last
+  value in :attr:`FeedEntry.fields` and every value in :attr:`FeedEntry.repeated`, so nothing is lost.
+- Timestamps come as ``…Z``, with an offset (``+01:00``) or naive (``2008-08-26T12:13:04.6270000``), with up
+  to 7 fractional digits. A naive time is read as UTC: the XSD documents ``bijgewerkt`` as "aangegeven in
+  UTC-formaat" and the known mirrors read it so (djosh34/opentk's payload parser: ``and_utc()``). The
+  text as sent stays available (:attr:`FeedEntry.updated_text`, :attr:`FeedEntry.source_time_text`).
+- Links echo the category in lower case and put ``category`` and ``skiptoken`` in either order: they are
+  followed as given and their parameters compared case-insensitively.
+
+Requests have the OData client's retries, credential handling and metrics
+(:class:`include.loaders.api.TKClient`): 5xx, 429 (``Retry-After`` honoured), timeouts, resets and broken or
+truncated bodies are retried, a truncated XML page included. Memory is one page of parsed entries: the
+page is parsed while it arrives (``lxml.etree.iterparse`` on the response stream, each entry's elements
+freed once read), never held as a body or a tree; a page is handed out only when it arrived whole, so a
+retry never repeats or skips an entry.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, NoReturn, cast
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import requests
+import urllib3.exceptions
+from lxml import etree
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+# The OData client's retry pieces and URL helpers, reused as they are (see the module docstring).
+from include.loaders.api import (
+    ApiError,
+    _failure,
+    _odata_message,
+    _origin,
+    _retry_after_seconds,
+    _Retryable,
+    _WaitRetryAfter,
+    split_credentials,
+)
+from include.loaders.metrics import ApiMetrics
+from include.loaders.settings import ApiSettings
+
+__all__ = [
+    "ATOM_NS",
+    "CATEGORIES",
+    "TK_NS",
+    "FeedEntry",
+    "FeedFormatError",
+    "FeedPage",
+    "SyncFeedClient",
+    "canonical_category",
+    "parse_bool",
+    "parse_entity",
+    "parse_feed_page",
+    "parse_feed_time",
+    "skiptoken_of",
+]
+
+log = logging.getLogger(__name__)
+
+ATOM_NS = "http://www.w3.org/2005/Atom"
+TK_NS = "http://www.tweedekamer.nl/xsd/tkData/v1-0"
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+SYNCFEED_PATH = "/SyncFeed/2.0"
+
+CATEGORIES: tuple[str, ...] = (
+    "Activiteit",
+    "ActiviteitActor",
+    "Agendapunt",
+    "Besluit",
+    "Commissie",
+    "CommissieContactinformatie",
+    "CommissieZetel",
+    "CommissieZetelVastPersoon",
+    "CommissieZetelVastVacature",
+    "CommissieZetelVervangerPersoon",
+    "CommissieZetelVervangerVacature",
+    "Document",
+    "DocumentActor",
+    "DocumentVersie",
+    "Fractie",
+    "FractieZetel",
+    "FractieZetelPersoon",
+    "FractieZetelVacature",
+    "Kamerstukdossier",
+    "Persoon",
+    "PersoonContactinformatie",
+    "PersoonGeschenk",
+    "PersoonLoopbaan",
+    "PersoonNevenfunctie",
+    "PersoonNevenfunctieInkomsten",
+    "PersoonOnderwijs",
+    "PersoonReis",
+    "Reservering",
+    "Stemming",
+    "Toezegging",
+    "Vergadering",
+    "Verslag",
+    "Zaak",
+    "ZaakActor",
+    "Zaal",
+)
+"""The 35 SyncFeed categories in their canonical PascalCase (SYNCFEED.md §2, from tkconv's list)."""
+
+_BY_LOWER = {name.lower(): name for name in CATEGORIES}
+_TRUE = frozenset({"true", "1"})
+_FALSE = frozenset({"false", "0"})
+_ATOM = f"{{{ATOM_NS}}}"
+# the entry-level elements read; everything else of an entry is skipped
+_A_ENTRY, _A_TITLE, _A_ID, _A_UPDATED = f"{_ATOM}entry", f"{_ATOM}title", f"{_ATOM}id", f"{_ATOM}updated"
+_A_CATEGORY, _A_LINK, _A_CONTENT = f"{_ATOM}category", f"{_ATOM}link", f"{_ATOM}content"
+_XSI_NIL = f"{{{XSI_NS}}}nil"
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class FeedFormatError(ApiError):
+    """A complete SyncFeed answer that cannot be read as the feed (not retried: the same bytes would come
+    again). A truncated body is not this error but a retried request."""
+
+
+# -- values --------------------------------------------------------------------------------------------
+def canonical_category(name: str) -> str:
+    """The canonical PascalCase name of a category written in any case (``fractieZetelPersoon``,
+    ``FRACTIEZETELPERSOON`` -> ``FractieZetelPersoon``); a name outside :data:`CATEGORIES` comes back
+    with its first letter upper-cased (a type the feed added since; the loaders decide what to do)."""
+    name = name.strip()
+    return _BY_LOWER.get(name.lower()) or name[:1].upper() + name[1:]
+
+
+def parse_bool(text: str) -> bool:
+    """An ``xs:boolean`` in any case (``true``, ``True``, ``TRUE``, ``1``; ``false``, ``0``...).
+
+    Raises ValueError for anything else: a deletion flag must never be guessed."""
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{text!r} is not a boolean (expected true/false/1/0 in any case)")
+
+
+def parse_feed_time(text: str) -> datetime:
+    """A SyncFeed timestamp as an aware datetime: ``…Z``, ``…+01:00`` or naive (read as UTC, see the module
+    docstring), with up to 7 fractional digits (beyond microseconds truncated). Raises ValueError."""
+    value = text.strip()
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _query(url: str) -> dict[str, str]:
+    """The query parameters of ``url``, names lower-cased (links put them in any case and order)."""
+    return {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+
+
+def skiptoken_of(url: str) -> int | None:
+    """The ``skiptoken`` parameter of a feed link (any case, any position), or None when it has none.
+
+    Raises ValueError when it is there but not a whole number."""
+    value = _query(url).get("skiptoken")
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"skiptoken {value!r} in {url} is not a whole number") from None
+
+
+def _local(tag: object) -> tuple[str | None, str]:
+    """Namespace and local name of an lxml tag (``{ns}name`` or a bare name)."""
+    if not isinstance(tag, str):
+        return None, ""
+    if tag.startswith("{"):
+        ns, _, name = tag[1:].partition("}")
+        return ns, name
+    return None, tag
+
+
+def _attr(element: Any, name: str) -> str | None:
+    """Attribute ``name`` in the TK namespace (``tk:bijgewerkt``) or without one (a stripped payload)."""
+    value = element.get(f"{{{TK_NS}}}{name}")
+    return value if value is not None else element.get(name)
+
+
+# -- the parsed forms ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeedEntry:
+    """One SyncFeed entry: a version of one entity, or its tombstone.
+
+    Attributes:
+        id: the entity GUID in lower case (the entity element's ``id``; the entry's title when absent).
+        category: the type in canonical PascalCase (:data:`CATEGORIES`), whatever case the feed used.
+        skiptoken: the skiptoken of the entry's own ``<link rel="next">``: the resume point right after this
+            entry (the durable cursor once the entry is committed). None only for :meth:`SyncFeedClient.
+            get_entity`, whose answer is not a feed position.
+        next_url: that link as the server gave it (None with ``skiptoken``).
+        updated: the entry's ``<updated>`` (API time), aware; None when the answer had no Atom entry.
+        source_time: the entity's ``tk:bijgewerkt`` (source time), aware, or None.
+        deleted: ``tk:verwijderd`` read in any case; a tombstone has no fields and no refs.
+        element: the entity element's local name (``fractieZetelPersoon``).
+        fields: scalar child elements, local name -> text, or None for ``xsi:nil``. Values are the text as
+            written (the entity table converts them); a repeated element keeps its last value here.
+        repeated: every element that occurred more than once as a scalar, local name -> all its values in
+            document order (nothing is silently dropped).
+        refs: reference elements (``<persoon ref="…"/>``), local name -> GUIDs in lower case, in document
+            order, duplicates removed. A nil reference (``<huidigeDocumentVersie xsi:nil="true"/>``) has no
+            ``ref`` and is a None in ``fields``: only the entity table knows the name is a relation.
+        attributes: other attributes of the entity element (``contentType``, ``contentLength``).
+        enclosure: the ``<link rel="enclosure">`` href (the entity's file), or None.
+        updated_text, source_time_text: the two timestamps as sent.
+    """
+
+    id: str
+    category: str
+    skiptoken: int | None
+    next_url: str | None
+    updated: datetime | None
+    source_time: datetime | None
+    deleted: bool
+    element: str = ""
+    fields: dict[str, str | None] = field(default_factory=dict)
+    repeated: dict[str, tuple[str | None, ...]] = field(default_factory=dict)
+    refs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    attributes: dict[str, str] = field(default_factory=dict)
+    enclosure: str | None = None
+    updated_text: str | None = None
+    source_time_text: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedPage:
+    """One page of the feed.
+
+    Attributes:
+        url: the URL it was read from.
+        entries: its entries in feed order (at most 250 on the real API).
+        next_url: the feed-level ``<link rel="next">`` as given, or None.
+        next_skiptoken: its skiptoken.
+        resume_url, resume_skiptoken: the ``<link rel="resume">`` of the empty caught-up page, or None.
+        requested_skiptoken: the skiptoken the page was asked from (None: the start of the feed).
+    """
+
+    url: str
+    entries: tuple[FeedEntry, ...]
+    next_url: str | None = None
+    next_skiptoken: int | None = None
+    resume_url: str | None = None
+    resume_skiptoken: int | None = None
+    requested_skiptoken: int | None = None
+
+    @property
+    def caught_up(self) -> bool:
+        """True when no next page exists: the reader has reached the head of the feed."""
+        return self.next_url is None
+
+    @property
+    def position(self) -> int | None:
+        """Where to continue after this page: the last entry's own skiptoken, else the resume link's, else
+        the skiptoken the page was asked from (None: still the start of the feed)."""
+        if self.entries:
+            return self.entries[-1].skiptoken
+        if self.resume_skiptoken is not None:
+            return self.resume_skiptoken
+        return self.requested_skiptoken
+
+
+# -- parsing ---------------------------------------------------------------------------------------------
+def parse_entity(element: Any, *, category: str | None = None) -> FeedEntry:
+    """A TK entity element (an lxml element, any prefix or none) as a :class:`FeedEntry` without a feed
+    position (``skiptoken``/``next_url``/``updated`` None; :func:`parse_feed_page` fills them in).
+
+    Raises ValueError naming what is wrong (no id, unreadable ``verwijderd`` or ``bijgewerkt``)."""
+    _, local = _local(element.tag)
+    entity_id = (element.get("id") or "").strip().lower()
+    if not entity_id:
+        raise ValueError(f"entity element <{local}> has no id")
+    flag = _attr(element, "verwijderd")
+    deleted = parse_bool(flag) if flag is not None else False
+    stamp = _attr(element, "bijgewerkt")
+    source_time = parse_feed_time(stamp) if stamp else None
+    known = {"id", "verwijderd", "bijgewerkt"}
+    attributes = {_local(k)[1]: v for k, v in element.attrib.items() if _local(k)[1] not in known}
+    fields: dict[str, str | None] = {}
+    repeated: dict[str, list[str | None]] = {}
+    refs: dict[str, list[str]] = {}
+    for child in element:
+        ns, name = _local(child.tag)
+        if not name or ns not in (TK_NS, None):
+            continue  # comments, processing instructions, foreign extensions
+        ref = child.get("ref")
+        if ref is not None:
+            targets = refs.setdefault(name, [])
+            guid = ref.strip().lower()
+            if guid not in targets:
+                targets.append(guid)
+            continue
+        value = None if (child.get(_XSI_NIL) or "").strip().lower() in _TRUE else (child.text or "")
+        if name in fields:
+            repeated.setdefault(name, [fields[name]]).append(value)
+        fields[name] = value
+    return FeedEntry(
+        id=entity_id,
+        category=canonical_category(category or local),
+        skiptoken=None,
+        next_url=None,
+        updated=None,
+        source_time=source_time,
+        deleted=deleted,
+        element=local,
+        fields=fields,
+        repeated={k: tuple(v) for k, v in repeated.items()},
+        refs={k: tuple(v) for k, v in refs.items()},
+        attributes=attributes,
+        source_time_text=stamp,
+    )
+
+
+def _entry(element: Any) -> FeedEntry:
+    """An Atom ``<entry>`` element as a :class:`FeedEntry` (ValueError when it cannot be one)."""
+    title = element.findtext(_A_TITLE)
+    atom_id = element.findtext(_A_ID)
+    updated_text = element.findtext(_A_UPDATED)
+    term = None
+    next_url = enclosure = None
+    for cat in element.iterchildren(_A_CATEGORY):
+        term = term or cat.get("term")
+    for link in element.iterchildren(_A_LINK):
+        rel = (link.get("rel") or "").strip().lower()
+        if rel == "next" and next_url is None:
+            next_url = link.get("href")
+        elif rel == "enclosure" and enclosure is None:
+            enclosure = link.get("href")
+    payload = None
+    content = element.find(_A_CONTENT)
+    if content is not None:
+        payload = next((c for c in content if isinstance(c.tag, str)), None)
+    if payload is None:
+        raise ValueError(f"the entry {(title or atom_id or '').strip()!r} has no entity element in its <content>")
+    parsed = parse_entity(payload, category=term)
+    if next_url is None:
+        raise ValueError(f"the entry of {parsed.id} has no <link rel=\"next\">: no resume point")
+    skiptoken = skiptoken_of(next_url)
+    if skiptoken is None:
+        raise ValueError(f"the next link of entry {parsed.id} has no skiptoken: {next_url}")
+    return FeedEntry(
+        id=parsed.id,
+        category=parsed.category,
+        skiptoken=skiptoken,
+        next_url=next_url,
+        updated=parse_feed_time(updated_text) if updated_text and updated_text.strip() else None,
+        source_time=parsed.source_time,
+        deleted=parsed.deleted,
+        element=parsed.element,
+        fields=parsed.fields,
+        repeated=parsed.repeated,
+        refs=parsed.refs,
+        attributes=parsed.attributes,
+        enclosure=enclosure,
+        updated_text=updated_text,
+        source_time_text=parsed.source_time_text,
+    )
+
+
+def parse_feed_page(source: bytes | IO[bytes], url: str = "") -> FeedPage:
+    """Parse one Atom feed page from bytes or a binary stream, incrementally.
+
+    Each ``<entry>`` is turned into a :class:`FeedEntry` as soon as its end tag arrives and its elements
+    are freed, so memory holds the page's parsed entries, not its tree. Raises ``lxml.etree.XMLSyntaxError``
+    on broken XML (a truncated body: the client retries it) and :class:`FeedFormatError` on a well-formed
+    answer that is not a feed page.
+    """
+    stream: Any = source
+    if isinstance(source, bytes | bytearray):
+        stream = io.BytesIO(source)
+    entries: list[FeedEntry] = []
+    links: dict[str, str] = {}
+    root_tag = None
+    for event, element in etree.iterparse(stream, events=("start", "end"), remove_comments=True, huge_tree=True):
+        if event == "start":
+            if root_tag is None:
+                root_tag = element.tag
+            continue
+        parent = element.getparent()
+        if element.tag == _A_ENTRY and parent is not None and parent.getparent() is None:
+            try:
+                entries.append(_entry(element))
+            except ValueError as e:
+                raise FeedFormatError(f"Cannot read the SyncFeed page {url}: {e}", url, 200) from e
+            element.clear(keep_tail=False)
+            while element.getprevious() is not None:
+                del parent[0]
+        elif element.tag == _A_LINK and parent is not None and parent.getparent() is None:
+            rel = (element.get("rel") or "").strip().lower()
+            href = element.get("href")
+            if rel in ("next", "resume") and href and rel not in links:
+                links[rel] = href
+    if root_tag != f"{_ATOM}feed":
+        raise FeedFormatError(
+            f"The answer to {url} is not an Atom feed (root element {root_tag!r}); is TK_API_BASE_URL the "
+            "TK API server?",
+            url,
+            200,
+        )
+    try:
+        next_url = links.get("next")
+        resume_url = links.get("resume")
+        return FeedPage(
+            url=url,
+            entries=tuple(entries),
+            next_url=next_url,
+            next_skiptoken=skiptoken_of(next_url) if next_url else None,
+            resume_url=resume_url,
+            resume_skiptoken=skiptoken_of(resume_url) if resume_url else None,
+            requested_skiptoken=skiptoken_of(url) if url else None,
+        )
+    except ValueError as e:
+        raise FeedFormatError(f"Cannot read the SyncFeed page {url}: {e}", url, 200) from e
+
+
+# -- the client ------------------------------------------------------------------------------------------
+class SyncFeedClient:
+    """A client of the TK SyncFeed (``<TK_API_BASE_URL>/SyncFeed/2.0``).
+
+    Args:
+        settings: base URL, timeouts and retry policy (those of the OData client); ``ApiSettings.from_env()``
+            when None. A base that already ends with ``/SyncFeed/2.0`` is accepted, and so is one that
+            ends with the OData profile's path (``…/OData/v4/2.0``: the server root is taken from it).
+        session: a ``requests.Session`` to use (the client creates and owns one when None).
+        sleep: how to wait between retries (tests pass a recorder).
+        metrics: where requests, retries and backoff are counted (default: Airflow's ``Stats``).
+
+    Retries, backoff, ``Retry-After``, the WARNING line per retry and the credential handling are those of
+    :class:`include.loaders.api.TKClient`: credentials in the base URL go (HTTP basic auth) to its origin
+    only and appear in no log line and no error. Use it as a context manager.
+
+    A misspelt category is not an error on the real API: it answers an empty, caught-up feed, and the
+    client cannot tell that from a type with no changes. Pass names from :data:`CATEGORIES` (any case).
+    """
+
+    def __init__(
+        self,
+        settings: ApiSettings | None = None,
+        session: requests.Session | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        metrics: ApiMetrics | None = None,
+    ):
+        self.settings = s = settings or ApiSettings.from_env()
+        base, self._auth = split_credentials(s.base_url.rstrip("/"))
+        odata_path = s.api_profile.path
+        if base.endswith(odata_path) and not base.endswith(SYNCFEED_PATH):
+            base = base[: -len(odata_path)]
+        self.root = base if base.endswith(SYNCFEED_PATH) else base + SYNCFEED_PATH
+        self._auth_origin = _origin(self.root)
+        self._own_session = session is None
+        self._session = session or requests.Session()
+        self._session.headers.setdefault("User-Agent", s.user_agent)
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(_Retryable),
+            stop=stop_after_attempt(s.max_retries + 1),
+            wait=_WaitRetryAfter(
+                wait_random_exponential(multiplier=s.backoff_base, max=s.backoff_max), s.retry_after_max
+            ),
+            sleep=sleep,
+            before_sleep=self._log_retry,
+            retry_error_callback=self._give_up,
+        )
+        self._metrics = metrics if metrics is not None else ApiMetrics.for_task()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the HTTP session if the client created it."""
+        if self._own_session:
+            self._session.close()
+
+    def __enter__(self) -> SyncFeedClient:
+        """The client itself; leaving the ``with`` block closes it."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- URLs ----------------------------------------------------------------------------------------
+    def feed_url(self, category: str, skiptoken: int | None = None) -> str:
+        """``<root>/Feed?category=<Category>&skiptoken=<n>`` (no skiptoken for None or 0: the feed's start)."""
+        url = f"{self.root}/Feed?category={quote(canonical_category(category), safe='')}"
+        return url + (f"&skiptoken={int(skiptoken)}" if skiptoken else "")
+
+    # -- reading -------------------------------------------------------------------------------------
+    def get_page(self, url: str) -> FeedPage:
+        """One feed page from ``url`` (a :meth:`feed_url` or a link the server gave), with retries."""
+        return cast(FeedPage, self._get(url, self._read_page))
+
+    def iter_pages(self, category: str, skiptoken: int | None = 0) -> Iterator[FeedPage]:
+        """Yield the pages of ``category`` from ``skiptoken`` (exclusive: the cursor of the last entry
+        processed) to the head of the feed, following the server's next links as given.
+
+        The last page yielded is the caught-up one (:attr:`FeedPage.caught_up`; on the real API an empty
+        page with ``rel="resume"``). A next link that names another category, or that does not move past
+        the page's own skiptoken, raises :class:`FeedFormatError` instead of looping.
+        """
+        wanted = canonical_category(category).lower()
+        url = self.feed_url(category, skiptoken)
+        position = skiptoken or None
+        pages = 0
+        while True:
+            page = self.get_page(url)
+            pages += 1
+            yield page
+            if page.next_url is None:
+                break
+            named = _query(page.next_url).get("category")
+            if named is not None and named.strip().lower() != wanted:
+                raise FeedFormatError(
+                    f"The next link of {url} names category {named!r}, not {category!r}: {page.next_url}",
+                    url,
+                    200,
+                )
+            nxt = page.next_skiptoken
+            if nxt is None or (position is not None and nxt <= position):
+                raise FeedFormatError(
+                    f"The SyncFeed's next link does not move past skiptoken {position}: {page.next_url} "
+                    f"(from {url}); stopping instead of reading the same page again.",
+                    url,
+                    200,
+                )
+            position, url = nxt, page.next_url
+        log.debug("TK SyncFeed %s: %d page(s) of %s", self.root, pages, category)
+
+    def iter_entries(self, category: str, skiptoken: int | None = 0) -> Iterator[FeedEntry]:
+        """Like :meth:`iter_pages`, one entry at a time."""
+        for page in self.iter_pages(category, skiptoken):
+            yield from page.entries
+
+    def get_entity(self, entity_id: str) -> FeedEntry | None:
+        """One entity from ``<root>/Entiteiten/<id>`` (its current version or tombstone), or None on HTTP 404.
+
+        The answer may be the bare entity element or an Atom entry/feed holding it; the result has no feed
+        position (``skiptoken`` None) unless the answer carried one."""
+        url = f"{self.root}/Entiteiten/{quote(entity_id.strip().lower(), safe='')}"
+        try:
+            body = cast(bytes, self._get(url, lambda resp, u: _read_body(resp)))
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        try:
+            root = etree.fromstring(body, parser=etree.XMLParser(remove_comments=True, huge_tree=True))
+            if root.tag == f"{_ATOM}feed":
+                page = parse_feed_page(body, url)
+                return page.entries[0] if page.entries else None
+            if root.tag == _A_ENTRY:
+                return _entry(root)
+            return parse_entity(root)
+        except (etree.XMLSyntaxError, ValueError) as e:
+            raise FeedFormatError(f"Cannot read the entity at {url}: {e}", url, 200) from e
+
+    def resource(self, resource_id: str) -> bytes:
+        """The file of an entity (``<root>/Resources/<id>``: a document's PDF, a photo, a VLOS XML), whole."""
+        url = f"{self.root}/Resources/{quote(resource_id.strip().lower(), safe='')}"
+        return cast(bytes, self._get(url, lambda resp, u: _read_body(resp)))
+
+    def save_resource(self, resource_id: str, path: str | Path, chunk_size: int = 1 << 16) -> int:
+        """Stream an entity's file to ``path`` (memory flat in its size); the number of bytes written.
+
+        A broken transfer is retried from the start, rewriting the file."""
+        url = f"{self.root}/Resources/{quote(resource_id.strip().lower(), safe='')}"
+        target = Path(path)
+
+        def write(resp: requests.Response, _url: str) -> int:
+            size = 0
+            with target.open("wb") as out:
+                for chunk in resp.iter_content(chunk_size):
+                    out.write(chunk)
+                    size += len(chunk)
+            return size
+
+        return cast(int, self._get(url, write))
+
+    # -- HTTP with retries -------------------------------------------------------------------------
+    def _read_page(self, resp: requests.Response, url: str) -> FeedPage:
+        resp.raw.decode_content = True
+        return parse_feed_page(resp.raw, url)
+
+    def _get(self, url: str, read: Callable[[requests.Response, str], Any]) -> Any:
+        """GET ``url`` and ``read`` its streamed answer; retry what is worth retrying."""
+        url, _ = split_credentials(url)
+        auth = self._auth if _origin(url) == self._auth_origin else None
+        return self._retrying(self._attempt, url, read, auth)
+
+    def _attempt(
+        self, url: str, read: Callable[[requests.Response, str], Any], auth: tuple[str, str] | None
+    ) -> Any:
+        """One GET: what ``read`` makes of the answer, :class:`_Retryable` when another try may succeed."""
+        self._metrics.request(url)
+        s = self.settings
+        try:
+            resp = self._session.get(url, timeout=(s.connect_timeout, s.read_timeout), auth=auth, stream=True)
+        except requests.Timeout as e:
+            raise _Retryable(f"timeout ({type(e).__name__})") from e
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+            raise _Retryable(f"connection error or truncated body ({type(e).__name__}: {e})") from e
+        with resp:
+            status = resp.status_code
+            if status == 200:
+                try:
+                    return read(resp, url)
+                except etree.XMLSyntaxError as e:
+                    raise _Retryable(f"malformed or truncated XML ({e})", status) from e
+                except (
+                    requests.RequestException,
+                    urllib3.exceptions.HTTPError,
+                    ConnectionError,
+                    TimeoutError,
+                ) as e:
+                    raise _Retryable(f"connection error or truncated body ({type(e).__name__}: {e})") from e
+            if status == 429 or status >= 500:
+                raise _Retryable(
+                    f"HTTP {status}: {_odata_message(resp)}",
+                    status,
+                    _retry_after_seconds(resp.headers.get("Retry-After")),
+                )
+            msg = _odata_message(resp)
+            raise ApiError(f"TK SyncFeed refused {url} with HTTP {status}: {msg}; not retried.", url, status, msg)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        """tenacity's ``before_sleep``: one WARNING line per retry; the retry and its wait counted."""
+        failure = _failure(state)
+        self._metrics.retry(state.args[0], state.upcoming_sleep)
+        log.warning(
+            "TK SyncFeed request failed (attempt %d/%d): %s: %s; retrying in %.2f s",
+            state.attempt_number,
+            self.settings.max_retries + 1,
+            state.args[0],
+            failure.reason,
+            state.upcoming_sleep,
+        )
+
+    def _give_up(self, state: RetryCallState) -> NoReturn:
+        """tenacity's ``retry_error_callback``: the last failure as an ApiError naming the URL."""
+        failure = _failure(state)
+        url = state.args[0]
+        raise ApiError(
+            f"TK SyncFeed request failed {state.attempt_number} time(s), giving up: {url}: {failure.reason}. "
+            "The API may be down; retry the task later (it resumes from its cursor) or raise "
+            "TK_API_MAX_RETRIES.",
+            url,
+            failure.status,
+        ) from failure
+
+
+def _read_body(resp: requests.Response) -> bytes:
+    """The whole body of a streamed answer (raises the transport's error when it arrives truncated)."""
+    return b"".join(resp.iter_content(1 << 16))
