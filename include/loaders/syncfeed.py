@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,7 +49,13 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import requests
 import urllib3.exceptions
 from lxml import etree
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 # The OData client's retry pieces and URL helpers, reused as they are (see the module docstring).
 from include.loaders.api import (
@@ -136,7 +141,6 @@ _ATOM = f"{{{ATOM_NS}}}"
 _A_ENTRY, _A_TITLE, _A_ID, _A_UPDATED = f"{_ATOM}entry", f"{_ATOM}title", f"{_ATOM}id", f"{_ATOM}updated"
 _A_CATEGORY, _A_LINK, _A_CONTENT = f"{_ATOM}category", f"{_ATOM}link", f"{_ATOM}content"
 _XSI_NIL = f"{{{XSI_NS}}}nil"
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class FeedFormatError(ApiError):
@@ -166,11 +170,10 @@ def parse_bool(text: str) -> bool:
 
 
 def parse_feed_time(text: str) -> datetime:
-    """A SyncFeed timestamp as an aware datetime: ``…Z``, ``…+01:00`` or naive (read as UTC, see the module
-    docstring), with up to 7 fractional digits (beyond microseconds truncated). Raises ValueError."""
-    value = text.strip()
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    """A SyncFeed timestamp as an aware datetime in UTC: ``…Z``, ``…+01:00`` or naive (read as UTC, see the
+    module docstring), with up to 7 fractional digits (beyond microseconds truncated). Raises ValueError."""
+    parsed = datetime.fromisoformat(text.strip())
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _query(url: str) -> dict[str, str]:
@@ -295,7 +298,7 @@ def parse_entity(element: Any, *, category: str | None = None) -> FeedEntry:
     position (``skiptoken``/``next_url``/``updated`` None; :func:`parse_feed_page` fills them in).
 
     Raises ValueError naming what is wrong (no id, unreadable ``verwijderd`` or ``bijgewerkt``)."""
-    _, local = _local(element.tag)
+    own_ns, local = _local(element.tag)
     entity_id = (element.get("id") or "").strip().lower()
     if not entity_id:
         raise ValueError(f"entity element <{local}> has no id")
@@ -310,7 +313,7 @@ def parse_entity(element: Any, *, category: str | None = None) -> FeedEntry:
     refs: dict[str, list[str]] = {}
     for child in element:
         ns, name = _local(child.tag)
-        if not name or ns not in (TK_NS, None):
+        if not name or ns not in (TK_NS, own_ns, None):
             continue  # comments, processing instructions, foreign extensions
         ref = child.get("ref")
         if ref is not None:
@@ -360,10 +363,12 @@ def _entry(element: Any) -> FeedEntry:
     if content is not None:
         payload = next((c for c in content if isinstance(c.tag, str)), None)
     if payload is None:
-        raise ValueError(f"the entry {(title or atom_id or '').strip()!r} has no entity element in its <content>")
+        raise ValueError(
+            f"the entry {(title or atom_id or '').strip()!r} has no entity element in its <content>"
+        )
     parsed = parse_entity(payload, category=term)
     if next_url is None:
-        raise ValueError(f"the entry of {parsed.id} has no <link rel=\"next\">: no resume point")
+        raise ValueError(f'the entry of {parsed.id} has no <link rel="next">: no resume point')
     skiptoken = skiptoken_of(next_url)
     if skiptoken is None:
         raise ValueError(f"the next link of entry {parsed.id} has no skiptoken: {next_url}")
@@ -400,7 +405,9 @@ def parse_feed_page(source: bytes | IO[bytes], url: str = "") -> FeedPage:
     entries: list[FeedEntry] = []
     links: dict[str, str] = {}
     root_tag = None
-    for event, element in etree.iterparse(stream, events=("start", "end"), remove_comments=True, huge_tree=True):
+    for event, element in etree.iterparse(
+        stream, events=("start", "end"), remove_comments=True, huge_tree=True
+    ):
         if event == "start":
             if root_tag is None:
                 root_tag = element.tag
@@ -507,7 +514,7 @@ class SyncFeedClient:
 
     # -- URLs ----------------------------------------------------------------------------------------
     def feed_url(self, category: str, skiptoken: int | None = None) -> str:
-        """``<root>/Feed?category=<Category>&skiptoken=<n>`` (no skiptoken for None or 0: the feed's start)."""
+        """``<root>/Feed?category=<Category>&skiptoken=<n>`` (no skiptoken for None or 0: the start)."""
         url = f"{self.root}/Feed?category={quote(canonical_category(category), safe='')}"
         return url + (f"&skiptoken={int(skiptoken)}" if skiptoken else "")
 
@@ -646,7 +653,9 @@ class SyncFeedClient:
                     _retry_after_seconds(resp.headers.get("Retry-After")),
                 )
             msg = _odata_message(resp)
-            raise ApiError(f"TK SyncFeed refused {url} with HTTP {status}: {msg}; not retried.", url, status, msg)
+            raise ApiError(
+                f"TK SyncFeed refused {url} with HTTP {status}: {msg}; not retried.", url, status, msg
+            )
 
     def _log_retry(self, state: RetryCallState) -> None:
         """tenacity's ``before_sleep``: one WARNING line per retry; the retry and its wait counted."""

@@ -50,7 +50,8 @@ XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 AUTHOR = "Tweede Kamer der Staten-Generaal"
 
 TimeStyle = Literal["z", "z_seconds", "naive", "offset"]
-"""``z``: ``2023-08-29T11:10:24.0962032Z``; ``z_seconds``: ``2023-08-29T11:10:24Z`` (whole seconds); ``naive``: the same UTC time without a zone (as the live feed
+"""``z``: ``2023-08-29T11:10:24.0962032Z``; ``z_seconds``: ``2023-08-29T11:10:24Z`` (whole seconds);
+``naive``: the same UTC time without a zone (as the live feed
 writes some categories; the reader takes it as UTC); ``offset``: Amsterdam local time with its offset
 (``+01:00`` / ``+02:00``)."""
 
@@ -74,7 +75,9 @@ def format_feed_time(value: datetime, style: TimeStyle = "z") -> str:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{value!r} has no time zone; pass an aware datetime.")
     when = value.astimezone(_AMSTERDAM if style == "offset" else UTC)
-    text = f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
+    text = (
+        f"{when.year:04d}-{when.month:02d}-{when.day:02d}T{when.hour:02d}:{when.minute:02d}:{when.second:02d}"
+    )
     if style == "z_seconds":
         return text + "Z"
     text += f".{when.microsecond:06d}0"
@@ -148,7 +151,7 @@ def entity_element(
         return (head + "/>").encode()
     prefix = "ns1:" if prefixed else ""
     children: list[tuple[str, str]] = [
-        (ref_name, f'<{prefix}{ref_name} ref={quoteattr(guid.lower())}/>') for ref_name, guid in refs
+        (ref_name, f"<{prefix}{ref_name} ref={quoteattr(guid.lower())}/>") for ref_name, guid in refs
     ]
     for field_name, value in fields:
         if value is None:
@@ -241,7 +244,9 @@ def feed_page(
     root = base_url.rstrip("/")
 
     def link(rel: str, skiptoken: int | None) -> str:
-        href = feed_link(root, category, skiptoken, lower_case=lower_case_links, skiptoken_first=skiptoken_first)
+        href = feed_link(
+            root, category, skiptoken, lower_case=lower_case_links, skiptoken_first=skiptoken_first
+        )
         return f"<link rel={quoteattr(rel)} href={quoteattr(href)}/>"
 
     newest = updated or max((e.updated for e in entries), default=None) or datetime.now(UTC)
@@ -271,7 +276,7 @@ def feed_page(
             f"{link('next', e.skiptoken)}"
         )
         if e.enclosure:
-            parts.append(f"<link rel=\"enclosure\" href={quoteattr(f'{root}/Resources/{guid}')}/>")
+            parts.append(f'<link rel="enclosure" href={quoteattr(f"{root}/Resources/{guid}")}/>')
         parts.append('<content type="application/xml">')
         parts.append(e.content.decode())
         parts.append("</content></entry>")
