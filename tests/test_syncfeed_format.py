@@ -12,6 +12,7 @@ routes do not exist yet. They are meant to move to ``include/tk_replay``'s serve
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import socket
 import struct
@@ -33,6 +34,7 @@ from include.loaders.syncfeed import (
     FeedFormatError,
     SyncFeedClient,
     canonical_category,
+    iter_feed_page,
     parse_entity,
     parse_feed_page,
     parse_feed_time,
@@ -42,6 +44,7 @@ from include.tk_replay.syncfeed_atom import (
     entity_document,
     entity_element,
     feed_page,
+    feed_page_chunks,
     format_feed_time,
 )
 
@@ -632,4 +635,69 @@ def test_memory_is_flat_in_the_length_of_the_feed(feed_server):
                 assert n == count
 
     small, large = peak(2_000), peak(20_000)
+    assert large / small < 1.3, (small, large)
+
+
+def test_entries_are_handed_out_while_the_page_arrives(feed_server):
+    """The first entry reaches the caller before the broken first answer is asked again: the page is
+    streamed, not read whole; the retry then skips what was handed out."""
+    fx = FeedFixture(count=300, faults=["truncate"])
+    requests_at_first_entry = None
+    ids = []
+    with client(feed_server(fx)) as c:
+        for entry in c.iter_entries("Stemming"):
+            if requests_at_first_entry is None:
+                requests_at_first_entry = len(fx.requests)
+            ids.append(entry.id)
+    assert requests_at_first_entry == 1
+    assert ids == [guid(i) for i in range(300)] and len(fx.requests) == 4  # page 1 twice, 2, caught-up
+
+
+class _ChunkStream(io.RawIOBase):
+    """A binary stream over an iterator of byte chunks (a page that is written while it is read)."""
+
+    def __init__(self, chunks):
+        self._chunks, self._buf = iter(chunks), b""
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while not self._buf:
+            self._buf = next(self._chunks, None)
+            if self._buf is None:
+                self._buf = b""
+                return 0
+        n = min(len(b), len(self._buf))
+        b[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
+
+
+def test_the_chunked_writer_writes_the_same_page():
+    fx = FeedFixture(count=5)
+    entries = [
+        AtomEntry(guid(i), "Stemming", fx.token(i), T0, fx.entity(i), enclosure=i == 2) for i in range(5)
+    ]
+    whole = feed_page(BASE, "Stemming", entries, 99, lower_case_links=True, updated=T0)
+    assert (
+        b"".join(feed_page_chunks(BASE, "Stemming", entries, 99, lower_case_links=True, updated=T0)) == whole
+    )
+
+
+def test_memory_is_flat_in_the_size_of_a_page():
+    """Peak traced memory while parsing a page of 5,000 entries, written lazily, is about that of 250."""
+    fx = FeedFixture()
+
+    def peak(size: int) -> int:
+        lazy = (AtomEntry(guid(i), "Stemming", fx.token(i), T0, fx.entity(i)) for i in range(size))
+        stream = _ChunkStream(feed_page_chunks(BASE, "Stemming", lazy, fx.token(size), updated=T0))
+        tracemalloc.start()
+        try:
+            n = sum(1 for _ in iter_feed_page(stream))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert n == size
+
+    small, large = peak(250), peak(5_000)
     assert large / small < 1.3, (small, large)

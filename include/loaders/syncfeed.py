@@ -39,8 +39,9 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn, cast
@@ -80,6 +81,7 @@ __all__ = [
     "FeedPage",
     "SyncFeedClient",
     "canonical_category",
+    "iter_feed_page",
     "parse_bool",
     "parse_entity",
     "parse_feed_page",
@@ -391,54 +393,52 @@ def _entry(element: Any) -> FeedEntry:
     )
 
 
-def parse_feed_page(source: bytes | IO[bytes], url: str = "") -> FeedPage:
-    """Parse one Atom feed page from bytes or a binary stream, incrementally.
+def iter_feed_page(source: bytes | IO[bytes], url: str = "") -> Generator[FeedEntry, None, FeedPage]:
+    """Read one Atom feed page from bytes or a binary stream, yielding each entry as its end tag arrives.
 
-    Each ``<entry>`` is turned into a :class:`FeedEntry` as soon as its end tag arrives and its elements
-    are freed, so memory holds the page's parsed entries, not its tree. Raises ``lxml.etree.XMLSyntaxError``
-    on broken XML (a truncated body: the client retries it) and :class:`FeedFormatError` on a well-formed
-    answer that is not a feed page.
+    The entry's elements are freed once it is read, so memory is flat in the page's size; the generator's
+    return value (``StopIteration.value``, or ``page = yield from iter_feed_page(...)``) is the page's
+    :class:`FeedPage` without entries (its links). Raises ``lxml.etree.XMLSyntaxError`` on broken XML (a
+    truncated body: the client retries it) and :class:`FeedFormatError` on a well-formed answer that is
+    not a feed page.
     """
-    stream: Any = source
-    if isinstance(source, bytes | bytearray):
-        stream = io.BytesIO(source)
-    entries: list[FeedEntry] = []
+    stream: Any = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     links: dict[str, str] = {}
-    root_tag = None
     for event, element in etree.iterparse(
         stream, events=("start", "end"), remove_comments=True, huge_tree=True
     ):
-        if event == "start":
-            if root_tag is None:
-                root_tag = element.tag
-            continue
         parent = element.getparent()
-        if element.tag == _A_ENTRY and parent is not None and parent.getparent() is None:
+        if event == "start":
+            if parent is None and element.tag != f"{_ATOM}feed":
+                raise FeedFormatError(
+                    f"The answer to {url} is not an Atom feed (root element {element.tag!r}); does "
+                    "TK_API_BASE_URL name the TK API server?",
+                    url,
+                    200,
+                )
+            continue
+        if parent is None or parent.getparent() is not None:
+            continue  # the root, or inside an entry: read with the entry
+        if element.tag == _A_ENTRY:
             try:
-                entries.append(_entry(element))
+                entry = _entry(element)
             except ValueError as e:
                 raise FeedFormatError(f"Cannot read the SyncFeed page {url}: {e}", url, 200) from e
-            element.clear(keep_tail=False)
-            while element.getprevious() is not None:
-                del parent[0]
-        elif element.tag == _A_LINK and parent is not None and parent.getparent() is None:
+            yield entry
+        elif element.tag == _A_LINK:
             rel = (element.get("rel") or "").strip().lower()
             href = element.get("href")
             if rel in ("next", "resume") and href and rel not in links:
                 links[rel] = href
-    if root_tag != f"{_ATOM}feed":
-        raise FeedFormatError(
-            f"The answer to {url} is not an Atom feed (root element {root_tag!r}); is TK_API_BASE_URL the "
-            "TK API server?",
-            url,
-            200,
-        )
+        element.clear(keep_tail=False)
+        while element.getprevious() is not None:
+            del parent[0]
     try:
         next_url = links.get("next")
         resume_url = links.get("resume")
         return FeedPage(
             url=url,
-            entries=tuple(entries),
+            entries=(),
             next_url=next_url,
             next_skiptoken=skiptoken_of(next_url) if next_url else None,
             resume_url=resume_url,
@@ -447,6 +447,22 @@ def parse_feed_page(source: bytes | IO[bytes], url: str = "") -> FeedPage:
         )
     except ValueError as e:
         raise FeedFormatError(f"Cannot read the SyncFeed page {url}: {e}", url, 200) from e
+
+
+def parse_feed_page(source: bytes | IO[bytes], url: str = "") -> FeedPage:
+    """One Atom feed page with its entries (:func:`iter_feed_page`, collected)."""
+    entries: list[FeedEntry] = []
+    page = _drain(iter_feed_page(source, url), entries)
+    return replace(page, entries=tuple(entries))
+
+
+def _drain(gen: Generator[FeedEntry, None, FeedPage], sink: list[FeedEntry]) -> FeedPage:
+    """Drain an entry generator into ``sink``; its return value (the page)."""
+    while True:
+        try:
+            sink.append(next(gen))
+        except StopIteration as stop:
+            return cast(FeedPage, stop.value)
 
 
 # -- the client ------------------------------------------------------------------------------------------
@@ -521,7 +537,9 @@ class SyncFeedClient:
     # -- reading -------------------------------------------------------------------------------------
     def get_page(self, url: str) -> FeedPage:
         """One feed page from ``url`` (a :meth:`feed_url` or a link the server gave), with retries."""
-        return cast(FeedPage, self._get(url, self._read_page))
+        entries: list[FeedEntry] = []
+        page = _drain(self._stream_page(url), entries)
+        return replace(page, entries=tuple(entries))
 
     def iter_pages(self, category: str, skiptoken: int | None = 0) -> Iterator[FeedPage]:
         """Yield the pages of ``category`` from ``skiptoken`` (exclusive: the cursor of the last entry
@@ -529,40 +547,46 @@ class SyncFeedClient:
 
         The last page yielded is the caught-up one (:attr:`FeedPage.caught_up`; on the real API an empty
         page with ``rel="resume"``). A next link that names another category, or that does not move past
-        the page's own skiptoken, raises :class:`FeedFormatError` instead of looping.
+        the page's own skiptoken, raises :class:`FeedFormatError` instead of looping. Memory: one page of
+        parsed entries (:meth:`iter_entries` holds none).
         """
-        wanted = canonical_category(category).lower()
-        url = self.feed_url(category, skiptoken)
+        url: str | None = self.feed_url(category, skiptoken)
         position = skiptoken or None
-        pages = 0
-        while True:
+        while url is not None:
             page = self.get_page(url)
-            pages += 1
             yield page
-            if page.next_url is None:
-                break
-            named = _query(page.next_url).get("category")
-            if named is not None and named.strip().lower() != wanted:
-                raise FeedFormatError(
-                    f"The next link of {url} names category {named!r}, not {category!r}: {page.next_url}",
-                    url,
-                    200,
-                )
-            nxt = page.next_skiptoken
-            if nxt is None or (position is not None and nxt <= position):
-                raise FeedFormatError(
-                    f"The SyncFeed's next link does not move past skiptoken {position}: {page.next_url} "
-                    f"(from {url}); stopping instead of reading the same page again.",
-                    url,
-                    200,
-                )
-            position, url = nxt, page.next_url
-        log.debug("TK SyncFeed %s: %d page(s) of %s", self.root, pages, category)
+            url, position = self._next(category, page, position)
 
     def iter_entries(self, category: str, skiptoken: int | None = 0) -> Iterator[FeedEntry]:
-        """Like :meth:`iter_pages`, one entry at a time."""
-        for page in self.iter_pages(category, skiptoken):
-            yield from page.entries
+        """Like :meth:`iter_pages`, one entry at a time, each handed out as soon as it is read (memory
+        flat in the page's size too). An answer that breaks off mid-page is asked again and its entries
+        already handed out are skipped (by their skiptokens): none repeats, none is missed."""
+        url: str | None = self.feed_url(category, skiptoken)
+        position = skiptoken or None
+        while url is not None:
+            page = yield from self._stream_page(url)
+            url, position = self._next(category, page, position)
+
+    def _next(self, category: str, page: FeedPage, position: int | None) -> tuple[str | None, int | None]:
+        """The URL and skiptoken of the page after ``page`` (None at the head), checked not to loop."""
+        if page.next_url is None:
+            return None, position
+        named = _query(page.next_url).get("category")
+        if named is not None and named.strip().lower() != canonical_category(category).lower():
+            raise FeedFormatError(
+                f"The next link of {page.url} names category {named!r}, not {category!r}: {page.next_url}",
+                page.url,
+                200,
+            )
+        nxt = page.next_skiptoken
+        if nxt is None or (position is not None and nxt <= position):
+            raise FeedFormatError(
+                f"The SyncFeed's next link does not move past skiptoken {position}: {page.next_url} "
+                f"(from {page.url}); stopping instead of reading the same page again.",
+                page.url,
+                200,
+            )
+        return page.next_url, nxt
 
     def get_entity(self, entity_id: str) -> FeedEntry | None:
         """One entity from ``<root>/Entiteiten/<id>`` (its current version or tombstone), or None on HTTP 404.
@@ -610,9 +634,37 @@ class SyncFeedClient:
         return cast(int, self._get(url, write))
 
     # -- HTTP with retries -------------------------------------------------------------------------
-    def _read_page(self, resp: requests.Response, url: str) -> FeedPage:
-        resp.raw.decode_content = True
-        return parse_feed_page(resp.raw, url)
+    def _stream_page(self, url: str) -> Generator[FeedEntry, None, FeedPage]:
+        """Yield a page's entries as they arrive; its links as the return value. A retryable failure
+        (before or during the body) asks again under the client's retry policy, the same tenacity
+        objects as :meth:`_get` driven by hand (a generator cannot sit inside ``Retrying.__call__``),
+        and skips the entries already yielded."""
+        url, _ = split_credentials(url)
+        auth = self._auth if _origin(url) == self._auth_origin else None
+        state = RetryCallState(self._retrying, None, (url,), {})
+        last: int | None = None
+        while True:
+            try:
+                with self._open(url, auth) as resp, _broken_body_is_retryable():
+                    resp.raw.decode_content = True
+                    entries = iter_feed_page(resp.raw, url)
+                    while True:
+                        try:
+                            entry = next(entries)
+                        except StopIteration as stop:
+                            return cast(FeedPage, stop.value)
+                        if last is not None and entry.skiptoken is not None and entry.skiptoken <= last:
+                            continue  # handed out before the previous answer broke off
+                        last = entry.skiptoken
+                        yield entry
+            except _Retryable as e:
+                state.set_exception((type(e), e, e.__traceback__))
+                if self._retrying.stop(state):
+                    self._give_up(state)
+                state.upcoming_sleep = self._retrying.wait(state)
+                self._log_retry(state)
+                self._retrying.sleep(state.upcoming_sleep)
+                state.prepare_for_next_attempt()
 
     def _get(self, url: str, read: Callable[[requests.Response, str], Any]) -> Any:
         """GET ``url`` and ``read`` its streamed answer; retry what is worth retrying."""
@@ -624,6 +676,12 @@ class SyncFeedClient:
         self, url: str, read: Callable[[requests.Response, str], Any], auth: tuple[str, str] | None
     ) -> Any:
         """One GET: what ``read`` makes of the answer, :class:`_Retryable` when another try may succeed."""
+        with self._open(url, auth) as resp, _broken_body_is_retryable():
+            return read(resp, url)
+
+    def _open(self, url: str, auth: tuple[str, str] | None) -> requests.Response:
+        """Send one GET (counted) and return the streamed 200 answer; :class:`_Retryable` for what another
+        try may fix (the OData client's rules), :class:`ApiError` for other answers."""
         self._metrics.request(url)
         s = self.settings
         try:
@@ -632,20 +690,10 @@ class SyncFeedClient:
             raise _Retryable(f"timeout ({type(e).__name__})") from e
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
             raise _Retryable(f"connection error or truncated body ({type(e).__name__}: {e})") from e
+        status = resp.status_code
+        if status == 200:
+            return resp
         with resp:
-            status = resp.status_code
-            if status == 200:
-                try:
-                    return read(resp, url)
-                except etree.XMLSyntaxError as e:
-                    raise _Retryable(f"malformed or truncated XML ({e})", status) from e
-                except (
-                    requests.RequestException,
-                    urllib3.exceptions.HTTPError,
-                    ConnectionError,
-                    TimeoutError,
-                ) as e:
-                    raise _Retryable(f"connection error or truncated body ({type(e).__name__}: {e})") from e
             if status == 429 or status >= 500:
                 raise _Retryable(
                     f"HTTP {status}: {_odata_message(resp)}",
@@ -681,6 +729,17 @@ class SyncFeedClient:
             url,
             failure.status,
         ) from failure
+
+
+@contextmanager
+def _broken_body_is_retryable() -> Iterator[None]:
+    """A body that breaks off (truncated, reset, timed out, XML cut short) as :class:`_Retryable`."""
+    try:
+        yield
+    except etree.XMLSyntaxError as e:
+        raise _Retryable(f"malformed or truncated XML ({e})", 200) from e
+    except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as e:
+        raise _Retryable(f"connection error or truncated body ({type(e).__name__}: {e})", 200) from e
 
 
 def _read_body(resp: requests.Response) -> bytes:

@@ -12,7 +12,7 @@ form the live feed is known to use (``../shared/tk-api/SYNCFEED.md`` §2), each 
   ``<category term>`` in lower camel case, the entry's own ``<link rel="next">`` (its resume point), an
   enclosure for types with a file, ``<content type="application/xml">``; the feed's ``next`` link, or the
   ``resume`` link of the empty caught-up page. Links may echo the category in lower case and put
-  ``skiptoken`` first.
+  ``skiptoken`` first. :func:`feed_page_chunks` writes the same page as a stream of chunks.
 
 Everything is built as text with XML escaping (the server writes thousands of entries a second); the
 writer refuses characters XML 1.0 cannot carry instead of writing a page no parser accepts.
@@ -21,7 +21,7 @@ writer refuses characters XML 1.0 cannot carry instead of writing a page no pars
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Literal
@@ -41,6 +41,7 @@ __all__ = [
     "entity_element",
     "feed_link",
     "feed_page",
+    "feed_page_chunks",
     "format_feed_time",
 ]
 
@@ -241,6 +242,36 @@ def feed_page(
         self_skiptoken: the skiptoken the page was asked with (its ``self`` link and ``id``).
         updated: the feed's ``<updated>`` (default: the newest entry's time, else now).
     """
+    newest = updated or max((e.updated for e in entries), default=None)
+    return b"".join(
+        feed_page_chunks(
+            base_url,
+            category,
+            entries,
+            next_skiptoken,
+            resume_skiptoken,
+            lower_case_links=lower_case_links,
+            skiptoken_first=skiptoken_first,
+            self_skiptoken=self_skiptoken,
+            updated=newest,
+        )
+    )
+
+
+def feed_page_chunks(
+    base_url: str,
+    category: str,
+    entries: Iterable[AtomEntry],
+    next_skiptoken: int | None = None,
+    resume_skiptoken: int | None = None,
+    *,
+    lower_case_links: bool = False,
+    skiptoken_first: bool = False,
+    self_skiptoken: int | None = None,
+    updated: datetime | None = None,
+) -> Iterator[bytes]:
+    """:func:`feed_page` as a stream: the head, one chunk per entry (``entries`` may be lazy), the end;
+    for a server that writes a page while it reads its rows. ``updated`` defaults to now here."""
     root = base_url.rstrip("/")
 
     def link(rel: str, skiptoken: int | None) -> str:
@@ -249,36 +280,38 @@ def feed_page(
         )
         return f"<link rel={quoteattr(rel)} href={quoteattr(href)}/>"
 
-    newest = updated or max((e.updated for e in entries), default=None) or datetime.now(UTC)
     self_href = feed_link(
         root, category, self_skiptoken, lower_case=lower_case_links, skiptoken_first=skiptoken_first
     )
-    parts = [
+    head = [
         '<?xml version="1.0" encoding="utf-8"?>\n',
         f'<feed xmlns="{ATOM_NS}">',
         f"<title>{escape(f'Gegevensmagazijn SyncFeed (category: {category})')}</title>",
         f"<id>{escape(self_href)}</id>",
-        f"<updated>{format_feed_time(newest)}</updated>",
+        f"<updated>{format_feed_time(updated or datetime.now(UTC))}</updated>",
         f"<author><name>{AUTHOR}</name></author>",
         link("self", self_skiptoken),
     ]
     if next_skiptoken is not None:
-        parts.append(link("next", next_skiptoken))
+        head.append(link("next", next_skiptoken))
     if resume_skiptoken is not None:
-        parts.append(link("resume", resume_skiptoken))
+        head.append(link("resume", resume_skiptoken))
+    yield "".join(head).encode()
     for e in entries:
         guid = e.entity_id.lower()
-        parts.append(
-            f"<entry><title>{guid}</title><id>{escape(root)}/Entiteiten/{guid}</id>"
-            f"<author><name>{AUTHOR}</name></author>"
-            f"<updated>{format_feed_time(e.updated, e.time_style)}</updated>"
-            f"<category term={quoteattr(element_name(e.category))}/>"
-            f"{link('next', e.skiptoken)}"
+        enclosure = (
+            f'<link rel="enclosure" href={quoteattr(f"{root}/Resources/{guid}")}/>' if e.enclosure else ""
         )
-        if e.enclosure:
-            parts.append(f'<link rel="enclosure" href={quoteattr(f"{root}/Resources/{guid}")}/>')
-        parts.append('<content type="application/xml">')
-        parts.append(e.content.decode())
-        parts.append("</content></entry>")
-    parts.append("</feed>")
-    return "".join(parts).encode()
+        yield (
+            (
+                f"<entry><title>{guid}</title><id>{escape(root)}/Entiteiten/{guid}</id>"
+                f"<author><name>{AUTHOR}</name></author>"
+                f"<updated>{format_feed_time(e.updated, e.time_style)}</updated>"
+                f"<category term={quoteattr(element_name(e.category))}/>"
+                f"{link('next', e.skiptoken)}{enclosure}"
+                '<content type="application/xml">'
+            ).encode()
+            + e.content
+            + b"</content></entry>"
+        )
+    yield b"</feed>"
