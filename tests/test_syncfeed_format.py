@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import logging
 import socket
 import struct
@@ -28,6 +29,7 @@ import pytest
 from lxml import etree
 
 from include.loaders.api import ApiError
+from include.loaders.metrics import ApiMetrics
 from include.loaders.settings import ApiSettings
 from include.loaders.syncfeed import (
     CATEGORIES,
@@ -701,3 +703,46 @@ def test_memory_is_flat_in_the_size_of_a_page():
 
     small, large = peak(250), peak(5_000)
     assert large / small < 1.3, (small, large)
+
+
+class _Stats:
+    """A metrics backend recording what the client sends (the calls of Airflow's Stats)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object, dict]] = []
+
+    def incr(self, stat, count=1, rate=1, *, tags=None):
+        self.calls.append((stat, count, dict(tags or {})))
+
+    def gauge(self, stat, value, rate=1, delta=False, *, tags=None):
+        self.calls.append((stat, value, dict(tags or {})))
+
+    def timing(self, stat, dt, *, tags=None):
+        self.calls.append((stat, dt, dict(tags or {})))
+
+
+def test_requests_retries_and_backoff_are_counted(feed_server):
+    fx = FeedFixture(count=300, faults=["500", None, "429"])
+    stats = _Stats()
+    sleeps: list[float] = []
+    settings = ApiSettings(base_url=feed_server(fx), **FAST)
+    with SyncFeedClient(settings, sleep=sleeps.append, metrics=ApiMetrics(stats=stats, legacy=False)) as c:
+        assert sum(1 for _ in c.iter_entries("Stemming")) == 300
+    sent = [s for s, _, _ in stats.calls]
+    assert sent.count("tk.api.requests") == len(fx.requests) == 5  # page 1 twice, page 2 twice, caught-up
+    assert sent.count("tk.api.retries") == 2
+    backoff = [v for s, v, _ in stats.calls if s == "tk.api.backoff"]
+    assert [round(b.total_seconds(), 6) for b in backoff] == [round(x, 6) for x in sleeps]
+
+
+def test_a_skiptoken_range_yields_exactly_its_entries_and_asks_no_page_beyond(feed_server):
+    fx = FeedFixture(count=900)
+    with client(feed_server(fx)) as c:
+        every = list(c.iter_entries("Stemming"))
+        cuts = [0, every[249].skiptoken, every[400].skiptoken, every[-1].skiptoken]
+        fx.requests.clear()
+        parts = [list(c.iter_entries("Stemming", a, until=b)) for a, b in itertools.pairwise(cuts)]
+    assert [e.id for part in parts for e in part] == [e.id for e in every]
+    assert [len(p) for p in parts] == [250, 151, 499]
+    # each range ends on a page's last entry or inside a page: no request beyond the page holding `until`
+    assert len(fx.requests) == 1 + 1 + 2

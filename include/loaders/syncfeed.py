@@ -1,10 +1,10 @@
 """TK SyncFeed client: one ordered change stream per entity type, resumable at the entry, read as it streams.
 
     with SyncFeedClient(ApiSettings.from_env()) as client:
-        for page in client.iter_pages("Persoon", skiptoken=cursor):
-            for entry in page.entries:
-                ...                      # upsert entry.fields / entry.refs, or delete when entry.deleted
-            cursor = page.position       # durable only once the page's writes are committed
+        for entry in client.iter_entries("Persoon", skiptoken=cursor):
+            ...                          # upsert entry.fields / entry.refs, or delete when entry.deleted
+            cursor = entry.skiptoken     # durable only once the entry's batch is committed
+        # or page by page: client.iter_pages(...), FeedPage.position after each page
 
 The feed (``<base>/SyncFeed/2.0/Feed?category=<Type>&skiptoken=<n>``, ``../shared/tk-api/SYNCFEED.md`` §2)
 is Atom 1.0 with one TK entity element (namespace :data:`TK_NS`) in each entry's ``<content>``. What this
@@ -14,8 +14,9 @@ module tolerates, each a form the live feed is known to write:
   Toezegging, Vergadering and Verslag parse alike; so does a payload stripped of its namespaces.
 - Each entry's own ``<link rel="next">`` is its resume point (:attr:`FeedEntry.skiptoken`): the cursor
   after that entry. The empty page with ``<link rel="resume">`` is the caught-up page.
-- ``verwijderd`` in any case (``true``, ``True``, ``TRUE``, ``1``); a deleted entity has no children and may
-  name an id the feed never showed (the Document feed begins with years of such tombstones).
+- ``verwijderd`` in any case (``true``, ``True``, ``TRUE``, ``1``; absent reads as false); a deleted entity
+  has no children and may name an id the feed never showed (the Document feed begins with years of such
+  tombstones). Anything else (``ja``) is an error: a deletion is never guessed.
 - ``xsi:nil="true"`` is a None value; repeated references are all kept (duplicates removed, document order);
   a repeated scalar element (the XSD says at most one, the live feed sometimes writes two) keeps its last
   value in :attr:`FeedEntry.fields` and every value in :attr:`FeedEntry.repeated`, so nothing is lost.
@@ -28,10 +29,15 @@ module tolerates, each a form the live feed is known to write:
 
 Requests have the OData client's retries, credential handling and metrics
 (:class:`include.loaders.api.TKClient`): 5xx, 429 (``Retry-After`` honoured), timeouts, resets and broken or
-truncated bodies are retried, a truncated XML page included. Memory is one page of parsed entries: the
-page is parsed while it arrives (``lxml.etree.iterparse`` on the response stream, each entry's elements
-freed once read), never held as a body or a tree; a page is handed out only when it arrived whole, so a
-retry never repeats or skips an entry.
+truncated bodies are retried, a truncated XML page included (a retry, not a parse error). Pages are
+parsed while they arrive (``lxml.etree.iterparse`` on the response stream, each entry's elements freed once
+read) and :meth:`SyncFeedClient.iter_entries` hands each entry out at once: memory is flat in the feed's
+length and in the page's size. An answer that breaks off mid-page is asked again and the entries already
+handed out are skipped by their skiptokens, so a retry never repeats or skips an entry.
+:meth:`SyncFeedClient.iter_pages` holds one page of parsed entries (never its body or tree).
+
+Metrics are :class:`include.loaders.metrics.ApiMetrics`: their ``entity`` tag is the URL's last path
+segment, ``Feed`` for every category (``metrics.url_entity`` does not read ``category=`` yet).
 """
 
 from __future__ import annotations
@@ -557,14 +563,32 @@ class SyncFeedClient:
             yield page
             url, position = self._next(category, page, position)
 
-    def iter_entries(self, category: str, skiptoken: int | None = 0) -> Iterator[FeedEntry]:
+    def iter_entries(
+        self, category: str, skiptoken: int | None = 0, *, until: int | None = None
+    ) -> Iterator[FeedEntry]:
         """Like :meth:`iter_pages`, one entry at a time, each handed out as soon as it is read (memory
         flat in the page's size too). An answer that breaks off mid-page is asked again and its entries
-        already handed out are skipped (by their skiptokens): none repeats, none is missed."""
+        already handed out are skipped (by their skiptokens): none repeats, none is missed.
+
+        ``until`` bounds a skiptoken range ``(skiptoken, until]``: entries past it are not handed out and
+        no page after the one that passes it is asked for (ranges of one long type loaded side by side).
+        """
         url: str | None = self.feed_url(category, skiptoken)
         position = skiptoken or None
         while url is not None:
-            page = yield from self._stream_page(url)
+            stream = self._stream_page(url)
+            while True:
+                try:
+                    entry = next(stream)
+                except StopIteration as stop:
+                    page = cast(FeedPage, stop.value)
+                    break
+                if until is not None and entry.skiptoken is not None and entry.skiptoken > until:
+                    stream.close()
+                    return
+                yield entry
+            if until is not None and page.next_skiptoken is not None and page.next_skiptoken >= until:
+                return
             url, position = self._next(category, page, position)
 
     def _next(self, category: str, page: FeedPage, position: int | None) -> tuple[str | None, int | None]:
