@@ -44,11 +44,13 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, NoReturn, cast
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -146,9 +148,12 @@ _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 _ATOM = f"{{{ATOM_NS}}}"
 # the entry-level elements read; everything else of an entry is skipped
-_A_ENTRY, _A_TITLE, _A_ID, _A_UPDATED = f"{_ATOM}entry", f"{_ATOM}title", f"{_ATOM}id", f"{_ATOM}updated"
+_A_ENTRY, _A_TITLE, _A_UPDATED = f"{_ATOM}entry", f"{_ATOM}title", f"{_ATOM}updated"
 _A_CATEGORY, _A_LINK, _A_CONTENT = f"{_ATOM}category", f"{_ATOM}link", f"{_ATOM}content"
+_A_FEED = f"{_ATOM}feed"
+_ENTITY_ATTRIBUTES = frozenset({"id", "verwijderd", "bijgewerkt"})
 _XSI_NIL = f"{{{XSI_NS}}}nil"
+_SKIPTOKEN = re.compile(r"[?&]skiptoken=([^&#]*)", re.IGNORECASE)  # one per link; faster than parse_qsl
 
 
 class FeedFormatError(ApiError):
@@ -193,8 +198,9 @@ def skiptoken_of(url: str) -> int | None:
     """The ``skiptoken`` parameter of a feed link (any case, any position), or None when it has none.
 
     Raises ValueError when it is there but not a whole number."""
-    value = _query(url).get("skiptoken")
-    if value is None or value == "":
+    match = _SKIPTOKEN.search(url)
+    value = match.group(1) if match else None
+    if not value:
         return None
     try:
         return int(value)
@@ -202,6 +208,7 @@ def skiptoken_of(url: str) -> int | None:
         raise ValueError(f"skiptoken {value!r} in {url} is not a whole number") from None
 
 
+@lru_cache(maxsize=4096)  # a pure function of the few hundred tag names of the 35 types
 def _local(tag: object) -> tuple[str | None, str]:
     """Namespace and local name of an lxml tag (``{ns}name`` or a bare name)."""
     if not isinstance(tag, str):
@@ -306,16 +313,29 @@ def parse_entity(element: Any, *, category: str | None = None) -> FeedEntry:
     position (``skiptoken``/``next_url``/``updated`` None; :func:`parse_feed_page` fills them in).
 
     Raises ValueError naming what is wrong (no id, unreadable ``verwijderd`` or ``bijgewerkt``)."""
+    return _feed_entry(element, category, None, None, None, None)
+
+
+def _feed_entry(
+    element: Any,
+    category: str | None,
+    next_url: str | None,
+    skiptoken: int | None,
+    updated_text: str | None,
+    enclosure: str | None,
+) -> FeedEntry:
+    """The :class:`FeedEntry` of an entity element and what its Atom entry said around it."""
     own_ns, local = _local(element.tag)
     entity_id = (element.get("id") or "").strip().lower()
     if not entity_id:
         raise ValueError(f"entity element <{local}> has no id")
     flag = _attr(element, "verwijderd")
-    deleted = parse_bool(flag) if flag is not None else False
     stamp = _attr(element, "bijgewerkt")
-    source_time = parse_feed_time(stamp) if stamp else None
-    known = {"id", "verwijderd", "bijgewerkt"}
-    attributes = {_local(k)[1]: v for k, v in element.attrib.items() if _local(k)[1] not in known}
+    attributes = {}
+    for key, value in element.attrib.items():
+        name = _local(key)[1]
+        if name not in _ENTITY_ATTRIBUTES:
+            attributes[name] = value
     fields: dict[str, str | None] = {}
     repeated: dict[str, list[str | None]] = {}
     refs: dict[str, list[str]] = {}
@@ -330,73 +350,57 @@ def parse_entity(element: Any, *, category: str | None = None) -> FeedEntry:
             if guid not in targets:
                 targets.append(guid)
             continue
-        value = None if (child.get(_XSI_NIL) or "").strip().lower() in _TRUE else (child.text or "")
+        nil = child.get(_XSI_NIL)
+        value = None if nil is not None and nil.strip().lower() in _TRUE else (child.text or "")
         if name in fields:
             repeated.setdefault(name, [fields[name]]).append(value)
         fields[name] = value
     return FeedEntry(
         id=entity_id,
         category=canonical_category(category or local),
-        skiptoken=None,
-        next_url=None,
-        updated=None,
-        source_time=source_time,
-        deleted=deleted,
+        skiptoken=skiptoken,
+        next_url=next_url,
+        updated=parse_feed_time(updated_text) if updated_text and updated_text.strip() else None,
+        source_time=parse_feed_time(stamp) if stamp else None,
+        deleted=parse_bool(flag) if flag is not None else False,
         element=local,
         fields=fields,
-        repeated={k: tuple(v) for k, v in repeated.items()},
+        repeated={k: tuple(v) for k, v in repeated.items()} if repeated else {},
         refs={k: tuple(v) for k, v in refs.items()},
         attributes=attributes,
+        enclosure=enclosure,
+        updated_text=updated_text,
         source_time_text=stamp,
     )
 
 
 def _entry(element: Any) -> FeedEntry:
     """An Atom ``<entry>`` element as a :class:`FeedEntry` (ValueError when it cannot be one)."""
-    title = element.findtext(_A_TITLE)
-    atom_id = element.findtext(_A_ID)
-    updated_text = element.findtext(_A_UPDATED)
-    term = None
-    next_url = enclosure = None
-    for cat in element.iterchildren(_A_CATEGORY):
-        term = term or cat.get("term")
-    for link in element.iterchildren(_A_LINK):
-        rel = (link.get("rel") or "").strip().lower()
-        if rel == "next" and next_url is None:
-            next_url = link.get("href")
-        elif rel == "enclosure" and enclosure is None:
-            enclosure = link.get("href")
-    payload = None
-    content = element.find(_A_CONTENT)
-    if content is not None:
-        payload = next((c for c in content if isinstance(c.tag, str)), None)
+    title = updated_text = term = next_url = enclosure = payload = None
+    for child in element:  # one pass over the entry's children, in whatever order they come
+        tag = child.tag
+        if tag == _A_LINK:
+            rel = (child.get("rel") or "").strip().lower()
+            if rel == "next" and next_url is None:
+                next_url = child.get("href")
+            elif rel == "enclosure" and enclosure is None:
+                enclosure = child.get("href")
+        elif tag == _A_CONTENT:
+            payload = next((c for c in child if isinstance(c.tag, str)), None)
+        elif tag == _A_UPDATED:
+            updated_text = child.text
+        elif tag == _A_CATEGORY:
+            term = term or child.get("term")
+        elif tag == _A_TITLE:
+            title = child.text
     if payload is None:
-        raise ValueError(
-            f"the entry {(title or atom_id or '').strip()!r} has no entity element in its <content>"
-        )
-    parsed = parse_entity(payload, category=term)
+        raise ValueError(f"the entry {(title or '').strip()!r} has no entity element in its <content>")
     if next_url is None:
-        raise ValueError(f'the entry of {parsed.id} has no <link rel="next">: no resume point')
+        raise ValueError(f'the entry {(title or "").strip()!r} has no <link rel="next">: no resume point')
     skiptoken = skiptoken_of(next_url)
     if skiptoken is None:
-        raise ValueError(f"the next link of entry {parsed.id} has no skiptoken: {next_url}")
-    return FeedEntry(
-        id=parsed.id,
-        category=parsed.category,
-        skiptoken=skiptoken,
-        next_url=next_url,
-        updated=parse_feed_time(updated_text) if updated_text and updated_text.strip() else None,
-        source_time=parsed.source_time,
-        deleted=parsed.deleted,
-        element=parsed.element,
-        fields=parsed.fields,
-        repeated=parsed.repeated,
-        refs=parsed.refs,
-        attributes=parsed.attributes,
-        enclosure=enclosure,
-        updated_text=updated_text,
-        source_time_text=parsed.source_time_text,
-    )
+        raise ValueError(f"the next link of entry {(title or '').strip()!r} has no skiptoken: {next_url}")
+    return _feed_entry(payload, term, next_url, skiptoken, updated_text, enclosure)
 
 
 def iter_feed_page(source: bytes | IO[bytes], url: str = "") -> Generator[FeedEntry, None, FeedPage]:
@@ -410,21 +414,20 @@ def iter_feed_page(source: bytes | IO[bytes], url: str = "") -> Generator[FeedEn
     """
     stream: Any = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
     links: dict[str, str] = {}
+    is_feed = False
     for event, element in etree.iterparse(
-        stream, events=("start", "end"), remove_comments=True, huge_tree=True
+        stream,
+        events=("start", "end"),
+        tag=(_A_FEED, _A_ENTRY, _A_LINK),
+        remove_comments=True,
+        huge_tree=True,
     ):
         parent = element.getparent()
         if event == "start":
-            if parent is None and element.tag != f"{_ATOM}feed":
-                raise FeedFormatError(
-                    f"The answer to {url} is not an Atom feed (root element {element.tag!r}); does "
-                    "TK_API_BASE_URL name the TK API server?",
-                    url,
-                    200,
-                )
+            is_feed = is_feed or (parent is None and element.tag == _A_FEED)
             continue
         if parent is None or parent.getparent() is not None:
-            continue  # the root, or inside an entry: read with the entry
+            continue  # the root, or a link inside an entry: read with the entry
         if element.tag == _A_ENTRY:
             try:
                 entry = _entry(element)
@@ -439,6 +442,10 @@ def iter_feed_page(source: bytes | IO[bytes], url: str = "") -> Generator[FeedEn
         element.clear(keep_tail=False)
         while element.getprevious() is not None:
             del parent[0]
+    if not is_feed:
+        raise FeedFormatError(
+            f"The answer to {url} is not an Atom feed; does TK_API_BASE_URL name the TK API server?", url, 200
+        )
     try:
         next_url = links.get("next")
         resume_url = links.get("resume")
@@ -626,7 +633,7 @@ class SyncFeedClient:
             raise
         try:
             root = etree.fromstring(body, parser=etree.XMLParser(remove_comments=True, huge_tree=True))
-            if root.tag == f"{_ATOM}feed":
+            if root.tag == _A_FEED:
                 page = parse_feed_page(body, url)
                 return page.entries[0] if page.entries else None
             if root.tag == _A_ENTRY:
