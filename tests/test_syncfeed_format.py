@@ -18,6 +18,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 import tracemalloc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,7 @@ XSD_DIR = ROOT.parent / "shared" / "tk-api" / "syncfeed-xsd"
 XS = "{http://www.w3.org/2001/XMLSchema}"
 BASE = "https://gegevensmagazijn.tweedekamer.nl/SyncFeed/2.0"
 T0 = datetime(2023, 8, 29, 11, 10, 24, 96203, tzinfo=UTC)
+HANG = 1.0  # seconds the test server stays silent for the hang faults
 FAST = dict(connect_timeout=2.0, read_timeout=2.0, backoff_base=0.001, backoff_max=0.002, max_retries=6)
 
 # --- the verbatim examples of SYNCFEED.md §2 ---------------------------------------------------------
@@ -453,6 +455,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # keep test output clean
         pass
 
+    def handle(self):
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up on a hang fault first
+
     def _send(self, status: int, body: bytes, ctype: str = "application/atom+xml", headers=None, length=None):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
@@ -501,6 +509,15 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if fault == "short":  # a short body with a matching length: broken XML
             return self._send(200, body[: len(body) // 2])
+        if fault == "hang":  # no answer within the client's read timeout
+            time.sleep(HANG)
+            return None
+        if fault == "stall":  # half a page, then silence beyond the read timeout
+            self._send(200, body[: len(body) // 2], length=len(body))
+            self.wfile.flush()
+            time.sleep(HANG)
+            self.close_connection = True
+            return None
         if fault == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.close_connection = True
@@ -561,12 +578,12 @@ def test_a_next_link_that_does_not_move_is_an_error_not_a_loop(feed_server):
     assert len(fx.requests) == 1
 
 
-@pytest.mark.parametrize("fault", ["500", "429", "truncate", "short", "reset"])
+@pytest.mark.parametrize("fault", ["500", "429", "truncate", "short", "reset", "hang", "stall"])
 def test_each_broken_answer_is_retried_and_no_entry_repeats_or_goes_missing(feed_server, fault, caplog):
     fx = FeedFixture(count=600, faults=[None, fault, fault, None, fault])  # type: ignore[list-item]
     sleeps: list[float] = []
     caplog.set_level(logging.WARNING, logger="include.loaders.syncfeed")
-    with client(feed_server(fx), sleeps) as c:
+    with client(feed_server(fx), sleeps, read_timeout=HANG / 4) as c:
         ids = [e.id for e in c.iter_entries("Stemming")]
     assert ids == [guid(i) for i in range(600)]
     assert len(sleeps) == 3 and len(fx.requests) == 4 + 3
