@@ -161,6 +161,24 @@ def test_default_namespace_and_ns1_forms_read_alike():
     assert a.fields["ministerie"] == "Financiën" and a.refs["activiteit"] == (guid(8),)
 
 
+def test_names_are_read_by_namespace_not_by_prefix():
+    tk = "http://www.tweedekamer.nl/xsd/tkData/v1-0"
+    odd = f'<x:zaal xmlns:x="{tk}" id="{guid(1)}" x:bijgewerkt="2023-08-29T11:10:24Z" x:verwijderd="false"><x:naam>A</x:naam></x:zaal>'  # noqa: E501
+    entry = parse_entity(etree.fromstring(odd.encode()))
+    assert (entry.category, entry.fields, entry.source_time) == (
+        "Zaal",
+        {"naam": "A"},
+        T0.replace(microsecond=0),
+    )
+    foreign = (
+        f'<ns1:zaal xmlns:ns1="http://example.org/not-tk" id="{guid(1)}"><ns1:naam>A</ns1:naam></ns1:zaal>'
+    )
+    with pytest.raises(ValueError, match="not a TK entity element"):
+        parse_entity(etree.fromstring(foreign.encode()))
+    mixed = f'<zaal xmlns="{tk}" xmlns:o="urn:o" id="{guid(1)}"><naam>A</naam><o:naam>B</o:naam></zaal>'
+    assert parse_entity(etree.fromstring(mixed.encode())).fields == {"naam": "A"}
+
+
 def test_a_prefix_for_the_atom_namespace_reads_too():
     inner = entity_element("Zaal", guid(1), bijgewerkt=T0, fields=[("naam", "A")]).decode()
     body = f"""<a:feed xmlns:a="http://www.w3.org/2005/Atom"><a:title>t</a:title>

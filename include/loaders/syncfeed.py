@@ -11,7 +11,8 @@ is Atom 1.0 with one TK entity element (namespace :data:`TK_NS`) in each entry's
 module tolerates, each a form the live feed is known to write:
 
 - Names are matched by namespace, never by prefix: the default-namespace form and the ``ns1:`` form of
-  Toezegging, Vergadering and Verslag parse alike; so does a payload stripped of its namespaces.
+  Toezegging, Vergadering and Verslag parse alike, and so does any other prefix bound to the TK namespace;
+  a payload stripped of its namespace declarations reads too; an element of another namespace is refused.
 - Each entry's own ``<link rel="next">`` is its resume point (:attr:`FeedEntry.skiptoken`): the cursor
   after that entry. The empty page with ``<link rel="resume">`` is the caught-up page.
 - ``verwijderd`` in any case (``true``, ``True``, ``TRUE``, ``1``; absent reads as false); a deleted entity
@@ -152,6 +153,9 @@ _A_ENTRY, _A_TITLE, _A_UPDATED = f"{_ATOM}entry", f"{_ATOM}title", f"{_ATOM}upda
 _A_CATEGORY, _A_LINK, _A_CONTENT = f"{_ATOM}category", f"{_ATOM}link", f"{_ATOM}content"
 _A_FEED = f"{_ATOM}feed"
 _ENTITY_ATTRIBUTES = frozenset({"id", "verwijderd", "bijgewerkt"})
+# An entity element is in the TK namespace; written without a declaration of its own (a stripped payload)
+# it has none, or inherits the feed's default (Atom) namespace. Any other namespace is not TK data.
+_ENTITY_NAMESPACES = frozenset({TK_NS, None, ATOM_NS})
 _XSI_NIL = f"{{{XSI_NS}}}nil"
 _SKIPTOKEN = re.compile(r"[?&]skiptoken=([^&#]*)", re.IGNORECASE)  # one per link; faster than parse_qsl
 
@@ -326,6 +330,10 @@ def _feed_entry(
 ) -> FeedEntry:
     """The :class:`FeedEntry` of an entity element and what its Atom entry said around it."""
     own_ns, local = _local(element.tag)
+    if own_ns not in _ENTITY_NAMESPACES:
+        raise ValueError(
+            f"<{local}> is in namespace {own_ns!r}, not the TK namespace {TK_NS!r}: not a TK entity element"
+        )
     entity_id = (element.get("id") or "").strip().lower()
     if not entity_id:
         raise ValueError(f"entity element <{local}> has no id")
@@ -341,7 +349,7 @@ def _feed_entry(
     refs: dict[str, list[str]] = {}
     for child in element:
         ns, name = _local(child.tag)
-        if not name or ns not in (TK_NS, own_ns, None):
+        if not name or ns not in _ENTITY_NAMESPACES:
             continue  # comments, processing instructions, foreign extensions
         ref = child.get("ref")
         if ref is not None:
