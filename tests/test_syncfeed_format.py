@@ -377,6 +377,13 @@ def test_values_are_escaped_and_unwritable_characters_refused():
             False,
         ),
         ("Vergadering", [], [], True),
+        ("Verslag", [("soort", "Eindpublicatie"), ("status", None)], [("vergadering", guid(11))], True),
+        (
+            "Document",
+            [("soort", "Motie"), ("documentNummer", "2023D1"), ("datum", T0), ("volgnummer", 2)],
+            [("huidigeDocumentVersie", guid(12)), ("zaak", guid(13)), ("zaak", guid(14))],
+            False,
+        ),
     ],
 )
 @pytest.mark.parametrize("style", ["z", "naive", "offset"])
@@ -390,6 +397,9 @@ def test_writer_output_validates_against_the_xsds(schema, type_name, fields, ref
         prefixed=prefixed,
         order=xsd_order(type_name),
         time_style=style,
+        attributes={"contentType": "application/pdf", "contentLength": "1234"}
+        if type_name in ("Document", "Verslag")
+        else None,
     )
     doc = etree.fromstring(entity_document(el))
     assert schema.validate(doc), schema.error_log
@@ -781,3 +791,24 @@ def test_a_skiptoken_range_yields_exactly_its_entries_and_asks_no_page_beyond(fe
     assert [len(p) for p in parts] == [250, 151, 499]
     # each range ends on a page's last entry or inside a page: no request beyond the page holding `until`
     assert len(fx.requests) == 1 + 1 + 2
+
+
+def test_a_re_emitted_entity_comes_through_again_in_feed_order():
+    """Data repairs push an entity through again: the reader hands out every version, in feed order
+    (the loader's "latest skiptoken wins" needs them all), and does not deduplicate by id."""
+    v1 = entity_element("Document", guid(1), bijgewerkt=T0, fields=[("titel", "oud")])
+    v2 = entity_element("Document", guid(1), bijgewerkt=T0 + timedelta(days=400), fields=[("titel", "nieuw")])
+    other = entity_element("Document", guid(2), bijgewerkt=T0)
+    page = parse_feed_page(
+        page_of(
+            atom("Document", 1, 10, v1),
+            atom("Document", 2, 11, other),
+            atom("Document", 1, 25, v2),
+            category="Document",
+        )
+    )
+    assert [(e.id, e.skiptoken, e.fields.get("titel")) for e in page.entries] == [
+        (guid(1), 10, "oud"),
+        (guid(2), 11, None),
+        (guid(1), 25, "nieuw"),
+    ]

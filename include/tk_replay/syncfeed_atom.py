@@ -136,7 +136,8 @@ def entity_element(
         time_style: see :data:`TimeStyle`.
         deleted_text: how to spell ``tk:verwijderd`` (``"True"`` as live Persoon entries do); default
             ``true``/``false``.
-        attributes: further attributes of the element (``contentType``, ``contentLength``).
+        attributes: further attributes of the element by local name (``contentType``, ``contentLength``),
+            written in the TK namespace (``tk:contentType``) as base.xsd declares them.
     """
     name = element_name(type_name)
     tag = f"ns1:{name}" if prefixed else name
@@ -146,8 +147,8 @@ def entity_element(
         f"<{tag} {ns} {_NS_DECL} id={quoteattr(entity_id.lower())} "
         f"tk:bijgewerkt={quoteattr(format_feed_time(bijgewerkt, time_style))} tk:verwijderd={quoteattr(flag)}"
     )
-    for key, value in (attributes or {}).items():
-        head += f" {key}={quoteattr(str(value))}"
+    for key, value in (attributes or {}).items():  # global attributes of base.xsd: TK-qualified
+        head += f" tk:{key}={quoteattr(str(value))}"
     if deleted:
         return (head + "/>").encode()
     prefix = "ns1:" if prefixed else ""
