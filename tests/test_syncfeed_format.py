@@ -435,6 +435,7 @@ class FeedFixture:
     lower_case_links: bool = False
     skiptoken_first: bool = False
     loop: bool = False
+    entity_form: str = "element"
     faults: list[str] = field(default_factory=list)
     credentials: tuple[str, str] | None = None
     requests: list[str] = field(default_factory=list)
@@ -521,6 +522,9 @@ class _Handler(BaseHTTPRequestHandler):
             if i is None:
                 return self._send(404, b"not found", "text/plain")
             body = entity_document(fx.entity(i))
+            if fx.entity_form == "feed":  # the entity wrapped in a one-entry Atom page
+                body = fx.page(base, fx.token(i - 1) if i else 0)
+                body = body[: body.index(b"</entry>") + 8] + b"</feed>"
         elif "/Resources/" in parts.path:
             body = bytes(range(256)) * 1000
         else:
@@ -644,15 +648,17 @@ def test_credentials_are_sent_and_never_shown(feed_server, caplog):
     assert "s3cret" not in caplog.text and "tk-user" not in caplog.text
 
 
-def test_get_entity_resource_and_the_base_url_forms(feed_server, tmp_path):
-    fx = FeedFixture(count=20)
+@pytest.mark.parametrize("form", ["element", "feed"])
+def test_get_entity_resource_and_the_base_url_forms(feed_server, tmp_path, form):
+    fx = FeedFixture(count=20, entity_form=form)
     url = feed_server(fx)
     roots = {client(u).root for u in (url, f"{url}/", f"{url}/SyncFeed/2.0", f"{url}/OData/v4/2.0")}
     assert roots == {f"{url}/SyncFeed/2.0"}
     with client(url) as c:
         entry = c.get_entity(guid(7).upper())
         assert entry is not None and entry.id == guid(7) and entry.category == "Stemming"
-        assert entry.fields["actorNaam"] == "Fractie 7" and entry.skiptoken is None
+        assert entry.fields["actorNaam"] == "Fractie 7"
+        assert entry.skiptoken == (None if form == "element" else fx.token(7))
         assert c.get_entity(guid(999)) is None
         assert c.resource(guid(7)) == bytes(range(256)) * 1000
         fx.faults[:] = ["truncate"]
