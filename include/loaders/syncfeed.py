@@ -592,16 +592,18 @@ class SyncFeedClient:
         position = skiptoken or None
         while url is not None:
             stream = self._stream_page(url)
-            while True:
-                try:
-                    entry = next(stream)
-                except StopIteration as stop:
-                    page = cast(FeedPage, stop.value)
-                    break
-                if until is not None and entry.skiptoken is not None and entry.skiptoken > until:
-                    stream.close()
-                    return
-                yield entry
+            try:  # closing the stream closes its response, also when the caller stops early
+                while True:
+                    try:
+                        entry = next(stream)
+                    except StopIteration as stop:
+                        page = cast(FeedPage, stop.value)
+                        break
+                    if until is not None and entry.skiptoken is not None and entry.skiptoken > until:
+                        return
+                    yield entry
+            finally:
+                stream.close()
             if until is not None and page.next_skiptoken is not None and page.next_skiptoken >= until:
                 return
             url, position = self._next(category, page, position)
