@@ -80,7 +80,7 @@ def test_single_entity_by_key(samples):
     real = json.loads((DATA_DIR / "gegevensmagazijn-rs_singular.activiteit.json").read_text())
     r = get(samples, f"/Activiteit({real['Id']})?$select=Id,Onderwerp")
     assert r.status_code == 200
-    assert r.json()["@odata.context"].endswith("$metadata#Activiteit/$entity")
+    assert r.json()["@odata.context"].endswith("$metadata#Activiteit(Id,Onderwerp)/$entity")
     assert {k: v for k, v in r.json().items() if k != "@odata.context"} == {
         "Id": real["Id"],
         "Onderwerp": real["Onderwerp"],
