@@ -351,10 +351,10 @@ class _Parser:
             self.take("/")
             prop = self.take(kind="ident")
             assert self.lambda_info is not None
-            getter = self.view.getter(self.lambda_info, prop.text)
-            typ = self.view.prop_type(self.lambda_info, prop.text)
             if self.at("/"):
                 raise not_implemented("A navigation path inside any/all (one level only)")
+            getter = self.view.getter(self.lambda_info, prop.text)
+            typ = self.view.prop_type(self.lambda_info, prop.text)
             return _Expr(lambda r, v: None if v is None else getter(v), typ)
         info = self.info
         if name in info.navigations:
