@@ -191,16 +191,19 @@ FULL = {"Accept": "application/json;odata.metadata=full"}
 
 def test_full_metadata_entity_control_information(server, ds):
     """JSON Format v4.01 §4.5 Control Information, with ``odata.metadata=full`` (§3.1.2): every entity
-    has ``@odata.type`` (``#Namespace.Type``, §4.5.3), ``@odata.id`` (§4.5.8 id), ``@odata.editLink``
-    (§4.5.9 editLink and readLink) and a ``@odata.navigationLink`` and ``@odata.associationLink`` per
-    navigation property (§4.5.11); a primitive value whose type JSON cannot show (Guid, DateTimeOffset,
-    Int32…) has its ``<Prop>@odata.type`` (§4.5.3); strings and booleans have none."""
+    has ``@odata.type`` (``#Namespace.Type``, §4.5.3), ``@odata.id`` (§4.5.8 id), ``@odata.readLink``
+    and no ``@odata.editLink`` (§4.5.9 editLink and readLink: "for read-only entities the readLink
+    control information is written if metadata=full") and a ``@odata.navigationLink`` and
+    ``@odata.associationLink`` per navigation property (§4.5.11); a primitive value whose type JSON
+    cannot show (Guid, DateTimeOffset, Int32…) has its ``<Prop>@odata.type`` (§3.1.2, §4.5.3); strings
+    and booleans have none."""
     body = get(server, "/Zaak?$top=5", headers=FULL).json()
     info = ds.schema.entity_sets["Zaak"]
     for row in body["value"]:
         entity_url = url(server, f"/Zaak({row['Id']})")
         assert row["@odata.type"] == f"#{NS}.Zaak"
-        assert row["@odata.id"] == entity_url and row["@odata.editLink"] == entity_url
+        assert row["@odata.id"] == entity_url and row["@odata.readLink"] == entity_url
+        assert "@odata.editLink" not in row
         for nav in info.navigations:
             assert row[f"{nav}@odata.navigationLink"] == f"{entity_url}/{nav}"
             assert row[f"{nav}@odata.associationLink"] == f"{entity_url}/{nav}/$ref"
@@ -277,8 +280,13 @@ def test_metadata_none_keeps_only_next_link_and_count(server):
         ("/Zaak", "Zaak"),
         ("/Zaak?$select=Id,Nummer", "Zaak(Id,Nummer)"),
         ("/Zaak?$select=Id&$expand=Document($select=Id,Titel)", "Zaak(Id,Document(Id,Titel))"),
-        ("/Zaak?$expand=Document($select=Id)", "Zaak(*,Document(Id))"),
+        ("/Zaak?$expand=Document($select=Id)", "Zaak(Document(Id))"),
         ("/Zaak?$expand=Document", "Zaak"),
+        ("/Zaak?$select=Id,Document&$expand=Document", "Zaak(Id,Document)"),
+        (
+            "/Agendapunt?$expand=Activiteit($select=Id;$expand=Zaak($select=Nummer))",
+            "Agendapunt(Activiteit(Id,Zaak(Nummer)))",
+        ),
         ("/Zaak({zaak})", "Zaak/$entity"),
         ("/Zaak({zaak})?$select=Id,Titel", "Zaak(Id,Titel)/$entity"),
         ("/Zaak({zaak})/Document", "Document"),
@@ -289,10 +297,11 @@ def test_metadata_none_keeps_only_next_link_and_count(server):
     ],
 )
 def test_context_urls(server, ds, rest, fragment):
-    """JSON Format v4.01 §10 Context URL: §10.2 Collection of Entities, §10.3 Entity (``/$entity``),
-    §10.7/§10.8 projected, §10.9/§10.10 expanded (a navigation with a nested select list appears with
-    it; the OData 4.0 form, as the service answers ``OData-Version: 4.0``), related entities in the
-    target's entity set, §10.14 Property Value and the entity references of §10.17."""
+    """Protocol v4.01 §10 Context URL: §10.2 Collection of Entities, §10.3 Entity (``/$entity``),
+    §10.7/§10.8 Projected, §10.9/§10.10 Expanded (the 4.0 form, as the service answers
+    ``OData-Version: 4.0``: an expansion without nested ``$select``/``$expand`` is left out; a list of
+    expansions only means all structural properties), related entities in the entity set the
+    navigation is bound to, §10.11 Collection of Entity References and §10.13 Property Value."""
     agendapunt = next(i for i, r in ds.rows["Agendapunt"].items() if r.get("Activiteit_Id"))
     names = {"zaak": zaak_with_documents(ds), "agendapunt": agendapunt}
     r = get(server, rest.format(**names))
@@ -302,8 +311,8 @@ def test_context_urls(server, ds, rest, fragment):
 
 def test_ieee754_compatible_writes_decimals_as_strings():
     """JSON Format v4.01 §3.2 Controlling the Representation of Numbers: with
-    ``IEEE754Compatible=true`` Edm.Decimal (and Edm.Int64) values are JSON strings; Edm.Int32 stays a
-    number."""
+    ``IEEE754Compatible=true`` Edm.Decimal and Edm.Int64 values, the count included, are JSON strings;
+    Edm.Int32 stays a number."""
     data = Dataset.generate(5, seed=1)
     row = {"Id": "0e5c5f8e-1111-4111-8111-000000000001", "Bedrag": 1234.5, "Verwijderd": False}
     data.rows["PersoonNevenfunctieInkomsten"][row["Id"]] = row
@@ -316,6 +325,12 @@ def test_ieee754_compatible_writes_decimals_as_strings():
         plain = requests.get(s.service_root() + rest, timeout=10)
         assert "IEEE754Compatible=true" in ieee.headers["Content-Type"]
         assert ieee.json()["value"][0]["Bedrag"] == "1234.5"
+        counted = requests.get(
+            s.service_root() + "/Zaak?$top=1&$count=true",
+            headers={"Accept": "application/json;IEEE754Compatible=true"},
+            timeout=10,
+        ).json()
+        assert counted["@odata.count"] == str(len(data.rows["Zaak"]))  # the count is an Edm.Int64
         assert plain.json()["value"][0]["Bedrag"] == 1234.5
         zaak = requests.get(
             s.service_root() + "/Zaak?$top=1&$select=Volgnummer",
@@ -563,6 +578,28 @@ def test_valid_but_unimplemented_odata_is_501(server, rest):
     """Protocol v4.01 §9.3.1 Response Code 501 Not Implemented: valid OData the service does not
     implement is refused with the OData error body rather than answered wrongly."""
     assert "not implemented" in assert_odata_error(get(server, rest), 501)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_writes_are_method_not_allowed(server, ds, method):
+    """Protocol v4.01 §9.2.2 Response Code 405 Not Allowed: the TK API is read-only; a write to a
+    collection or an entity is 405 with ``Allow: GET`` and the OData error body."""
+    zid = ds.sorted_ids("Zaak")[0]
+    for rest in ("/Zaak", f"/Zaak({zid})"):
+        r = requests.request(method, url(server, rest), json={"Titel": "x"}, timeout=10)
+        assert r.headers["Allow"] == "GET"
+        assert_odata_error(r, 405)
+    assert get(server, f"/Zaak({zid})").json()["Titel"] == ds.rows["Zaak"][zid]["Titel"]
+
+
+def test_json_abbreviation_takes_no_parameters(server):
+    """JSON Format v4.01 §3 Requesting the JSON Format: "the case-insensitive abbreviation json which
+    MUST NOT be followed by format parameters": ``JSON`` is accepted, ``json;odata.metadata=full`` is a
+    malformed ``$format`` (400)."""
+    assert get(server, "/Zaak?$top=1&$format=JSON").status_code == 200
+    assert "application/json" in assert_odata_error(
+        get(server, "/Zaak?$format=json;odata.metadata=full"), 400
+    )
 
 
 def test_error_bodies_are_json_whatever_the_format(server):

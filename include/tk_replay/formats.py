@@ -63,6 +63,12 @@ def negotiate_json(format_option: str | None, accept: str | None) -> JsonFormat:
     """The JSON format of a data or service-document response; ODataError 406 when JSON is not wanted."""
     if format_option is not None:
         media, params = _parse_media(format_option)
+        if media == "json" and params:
+            raise ODataError(
+                400,
+                f"The query specified in the URI is not valid. $format '{format_option}': the abbreviation "
+                "'json' takes no parameters (JSON Format v4.01 §3); write application/json;odata.metadata=….",
+            )
         if media not in _JSON_ALIASES:
             raise ODataError(
                 406,

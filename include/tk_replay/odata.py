@@ -730,11 +730,14 @@ class View:
         """A function turning a canonical row into the served JSON object for this query.
 
         ``fmt`` (minimal by default) decides the control information (OData JSON Format v4.01 §4.5):
-        with ``full`` each entity carries ``@odata.type``, ``@odata.id``, ``@odata.editLink``, a
-        ``<Nav>@odata.navigationLink`` and ``<Nav>@odata.associationLink`` per navigation and the
-        ``<Prop>@odata.type`` of values JSON cannot tell (Guid, DateTimeOffset, Int32…); ``root`` is the
-        service root those URLs start with. Expanded entities are rendered the same way, recursively,
-        with the options inside their ``$expand(…)`` applied.
+        with ``full`` each entity carries ``@odata.type`` (§4.5.3), ``@odata.id`` (§4.5.8),
+        ``@odata.readLink`` (§4.5.9: the entities are read-only, so a read link and no edit link), a
+        ``<Nav>@odata.associationLink`` and ``<Nav>@odata.navigationLink`` (§4.5.11) per navigation
+        (per selected navigation under ``$select``, Protocol §11.2.5.1) and the ``<Prop>@odata.type`` of
+        values whose type JSON cannot show (Guid, DateTimeOffset, Int32…; not String, Boolean, Double);
+        ``root`` is the service root those URLs start with. ``IEEE754Compatible=true`` writes Int64 and
+        Decimal values, and counts, as strings (§3.2). Expanded entities are rendered the same way,
+        recursively, with the options inside their ``$expand(…)`` applied.
         """
         fmt = fmt or MINIMAL
         full = fmt.metadata == "full"
@@ -768,7 +771,7 @@ class View:
                 url = f"{root}/{set_name}({row['Id']})"
                 out["@odata.type"] = odata_type
                 out["@odata.id"] = url
-                out["@odata.editLink"] = url
+                out["@odata.readLink"] = url
             for served, c, annotation, as_string in cols:
                 v = row.get(c) if c else None
                 if v is not None:
@@ -785,7 +788,7 @@ class View:
                 if many:
                     rows, count = pick(t)  # type: ignore[misc,arg-type]
                     if count is not None:
-                        out[f"{nav}@odata.count"] = count
+                        out[f"{nav}@odata.count"] = str(count) if fmt.ieee754 else count
                     out[nav] = [sub(x) for x in rows]
                 else:
                     out[nav] = None if t is None else sub(t)  # type: ignore[arg-type]
@@ -820,21 +823,18 @@ class View:
         return encode
 
     def context_select(self, q: Query) -> str:
-        """The select list of a context URL, ``(Id,Nummer,Document(Id))`` or ``""`` (JSON Format §10.7-10.10).
+        """The select list of a context URL: ``(Id,Nummer,Document(Id))`` or ``""`` (Protocol v4.01
+        §10.7-10.10).
 
-        Lists the ``$select``ed properties and each expanded navigation with a nested select list (the
-        OData 4.0 form the service's ``OData-Version: 4.0`` promises); ``*`` stands for "every property"
-        when only nested lists narrow the answer.
+        Lists the ``$select``ed properties, then each expanded navigation that has a nested ``$select`` or
+        ``$expand``, suffixed with its own list, in the OData 4.0 form the service's ``OData-Version: 4.0``
+        promises (an expansion without nested options is left out). A list of expansions only means
+        every structural property is selected.
         """
         items = list(q.select or [])
-        nested = []
         for exp in q.expand:
-            inner = self.context_select(exp.query)
-            if inner:
-                nested.append(f"{exp.nav}{inner}")
-        if nested and not items:
-            items = ["*"]
-        items += nested
+            if exp.query.select or exp.query.expand or exp.query.expand_all:
+                items.append(f"{exp.nav}{self.context_select(exp.query) or '()'}")
         return f"({','.join(items)})" if items else ""
 
     def sort_key(self, info: EntityTypeInfo, orderby: str) -> Callable[[dict[str, Any]], tuple]:

@@ -146,6 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(500, _SERVER_ERROR)
 
     def do_POST(self) -> None:
+        if self.path not in ("/_faults", "/_mutate"):
+            return self._not_allowed()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b"{}"
         replay = self.server.replay
@@ -160,9 +162,23 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 self._send(200, _dumps(report.to_json()))
             else:
-                self._error(404, f"No admin resource at '{self.path}'.")
+                self._not_allowed()
         except (ValueError, TypeError) as e:
             self._error(400, f"Bad admin request to {self.path}: {e}")
+
+    def _not_allowed(self) -> None:
+        """Every TK resource is read-only: 405 Method Not Allowed (Protocol v4.01 §9.2.2), ``Allow: GET``."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        self._error(
+            405,
+            f"The TK API is read-only: {self.command} is not allowed on '{urlsplit(self.path).path}' "
+            "(only GET).",
+            headers={"Allow": "GET"},
+        )
+
+    do_PUT = do_PATCH = do_DELETE = do_MERGE = _not_allowed
 
     # -- routing -------------------------------------------------------------------------------------
     def _get(self) -> None:
@@ -365,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
         body = {"value": [{"@odata.id": f"{root}/{target_set}({r['Id']})"} for r in rows]}
         if count is not None:
-            body = {"@odata.count": count, **body}
+            body = {"@odata.count": str(count) if fmt.ieee754 else count, **body}
         return self._send_json(body, fmt, f"{root}/$metadata#Collection($ref)")
 
     def _property(
@@ -480,7 +496,8 @@ class _Handler(BaseHTTPRequestHandler):
             context = f"{root}/$metadata#{entity_set}{view.context_select(q)}"
             parts += [b'"@odata.context":', _dumps(context), b","]
         if page.count is not None:
-            parts.append(b'"@odata.count":%d,' % page.count)
+            count = _dumps(str(page.count)) if fmt.ieee754 else b"%d" % page.count
+            parts += [b'"@odata.count":', count, b","]
         parts += [b'"value":[', value, b"]"]
         if page.next_id:
             kept = [
