@@ -90,7 +90,7 @@ def metadata_level(r: requests.Response) -> str:
     ],
 )
 def test_format_option_with_metadata_parameters(server, fmt, level):
-    """URL Conventions v4.01 System Query Option $format and JSON Format v4.01 §3.1 Controlling the
+    """URL Conventions v4.01 §5.1.9 System Query Option $format and JSON Format v4.01 §3.1 Controlling the
     Amount of Control Information: ``$format`` takes the media type with its parameters; the response
     Content-Type (JSON Format §4.1 Header Content-Type) carries the level served. A ``$format`` with an
     ``odata.metadata`` parameter was answered 406 before: the first request of a third-party client."""
@@ -125,8 +125,8 @@ def test_accept_header_chooses_the_metadata_level(server, accept, level):
 
 
 def test_format_option_wins_over_accept(server):
-    """Protocol v4.01 §11.2.11 / URL Conventions $format: "If both the Accept header and $format are
-    specified, $format MUST be used"."""
+    """Protocol v4.01 §11.2.11 System Query Option $format, JSON Format v4.01 §3: "If specified,
+    $format overrides any value specified in the Accept header"."""
     r = get(
         server, "/Zaak?$top=1&$format=application/json;odata.metadata=full", headers={"Accept": "text/xml"}
     )
@@ -430,7 +430,7 @@ def test_related_entity_by_key_and_unknown_navigation(server, ds):
 
 
 def test_association_link_gives_entity_references(server, ds):
-    """Protocol v4.01 §11.2.8 Requesting Entity References and JSON Format v4.01 Entity Reference: the
+    """Protocol v4.01 §11.2.8 Requesting Entity References and JSON Format v4.01 §14 Entity Reference: the
     ``@odata.associationLink`` answers the ``@odata.id`` of each related entity."""
     zid = zaak_with_documents(ds)
     zaak = get(server, f"/Zaak({zid})", headers=FULL).json()
@@ -500,14 +500,16 @@ def test_nested_expand_options(server, ds):
 
 
 def test_expand_star_expands_every_navigation(server, ds):
-    """URL Conventions v4.01 §5.1.3: ``$expand=*`` expands every navigation property."""
+    """URL Conventions v4.01 §5.1.3 System Query Option $expand: ``$expand=*`` expands every navigation
+    property."""
     row = get(server, "/Agendapunt?$top=1&$expand=*").json()["value"][0]
     assert set(ds.schema.entity_sets["Agendapunt"].navigations) <= set(row)
 
 
 # --- 6. media resources -------------------------------------------------------------------------------------
 def test_document_resource_bytes(server, ds):
-    """Protocol v4.01 §11.2.4.1-style raw media of ``Document(<id>)/resource`` (the TK API's file URL):
+    """``Document(<id>)/resource``, the TK API's file URL (its bound function ``Resource``, served as a raw
+    value in the manner of Protocol v4.01 §11.2.4.1):
     the row's ``ContentType`` as Content-Type and exactly ``ContentLength`` bytes, the same bytes on
     every request and different ones for another document; a row without them is 404."""
     docs = [r for r in ds.rows["Document"].values() if r.get("ContentType") and r.get("ContentLength")]

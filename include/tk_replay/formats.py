@@ -1,7 +1,7 @@
 """Content negotiation of the replay server: which representation a request asks for, and 406 when none.
 
 OData JSON Format v4.01 §3 (Requesting the JSON Format) and Protocol v4.01 §8.2.1 (Header Accept),
-§11.2.11 / URL Conventions v4.01 §5.1.7 (System Query Option ``$format``): a client asks for JSON with
+§11.2.11 / URL Conventions v4.01 §5.1.9 (System Query Option ``$format``): a client asks for JSON with
 ``$format`` (``json``, ``application/json``, either with parameters such as ``;odata.metadata=full``) or,
 without ``$format``, with the ``Accept`` header. The parameters understood are ``odata.metadata`` (or
 ``metadata``, 4.01) = ``minimal`` | ``full`` | ``none``, ``odata.streaming``, ``IEEE754Compatible`` and

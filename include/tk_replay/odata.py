@@ -1,5 +1,12 @@
 """The OData query engine of the replay server: ``$filter``, ``$orderby``, paging, ``$select``, ``$expand``.
 
+``$expand`` items take the options of URL Conventions v4.01 §5.1.3 in their parentheses (``$select``,
+``$filter``, ``$orderby``, ``$skip``, ``$top``, ``$count``, a nested ``$expand``); ``$expand=*`` expands
+every navigation. Rendering follows the requested :class:`JsonFormat` (the control information of JSON
+Format v4.01 §4.5). Valid OData the engine does not implement (``$search``, ``$apply``, ``$compute``,
+``$levels``, functions such as ``year()``, arithmetic and ``in``/``has``, nested lambdas, paths in
+``$select``/``$orderby``) raises :func:`not_implemented` (HTTP 501) rather than being ignored.
+
 Requests name properties in the served profile's names; rows are stored with canonical names. A
 :class:`View` ties a profile to the dataset and does the translation both ways. Everything a client can
 get wrong raises :class:`ODataError` with the status and a message in the style of the real API
@@ -419,7 +426,8 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 # --- query options -----------------------------------------------------------------------------------
 @dataclass
 class Expand:
-    """One item of ``$expand``: the navigation and the options in its parentheses (URL Conventions §5.1.3)."""
+    """One item of ``$expand``: the navigation and the options in its parentheses (URL Conventions
+    v4.01 §5.1.3, Protocol v4.01 §11.2.5.2.1 Expand Options)."""
 
     nav: str
     query: Query = field(default_factory=lambda: Query())

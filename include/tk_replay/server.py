@@ -6,6 +6,15 @@
         server.set_faults(FaultConfig())    # change faults at run time
         server.dataset.mutate(seed=2)       # change the data between loads
 
+What it serves follows the OData v4.01 Protocol, URL Conventions and JSON Format (answering
+``OData-Version: 4.0`` as the real API does): content negotiation by ``$format`` and ``Accept``
+(:mod:`include.tk_replay.formats`), the control information of ``odata.metadata=minimal|full|none``,
+context URLs, the resource paths ``Set``, ``Set/$count``, ``Set(key)``, ``Set(key)/Nav[(key)]``,
+``…/Nav/$count``, ``…/Nav/$ref``, ``Set(key)/Prop[/$value]`` and ``Set(key)/resource`` (a row's file), and
+the query engine of :mod:`include.tk_replay.odata`. Valid OData it does not implement is HTTP 501, a
+malformed request 400, a format it cannot give 406, a write 405, each with the OData error body
+(``tests/test_odata_conformance.py`` names the section each behaviour follows).
+
 Admin endpoints (not part of the TK API): ``GET /_faults`` (config and counts), ``POST /_faults`` (a JSON
 :class:`FaultConfig`; ``{}`` clears), ``GET /_stats``, ``POST /_mutate`` (``{"seed": 1, "fraction": 0.05}``).
 """
@@ -59,7 +68,7 @@ def _error_body(message: str) -> bytes:
 
 
 def _single_options(q: Query) -> None:
-    """A single entity takes ``$select``, ``$expand`` and ``$format`` only (Protocol v4.01 §11.2.4.1)."""
+    """A single entity takes ``$select``, ``$expand`` and ``$format`` only (Protocol v4.01 §11.2.2)."""
     for name, given in (
         ("$filter", q.filter),
         ("$orderby", q.orderby),
@@ -307,8 +316,9 @@ class _Handler(BaseHTTPRequestHandler):
         q: Query,
         raw_query: str,
     ) -> None:
-        """``Set(key)/Nav…``: Protocol v4.01 §11.2.6 (collection of related entities, with the query options
-        of a set, paging included) and §11.2.4.1 (single related entity; 204 No Content when null)."""
+        """``Set(key)/Nav…``: Protocol v4.01 §11.2.7 Requesting Related Entities: a collection with the
+        query options of a set, paging included, or the single related entity (204 No Content when null,
+        §9.1.4); ``/$count`` (URL Conventions §4.8) and ``/$ref`` (Protocol §11.2.8) after it."""
         ds = view.dataset
         info = ds.schema.entity_sets[entity_set]
         target_set = info.navigations[nav]
@@ -364,7 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, view: View, root: str, target_set: str, q: Query, related: Any, *, many: bool
     ) -> None:
         """``Set(key)/Nav/$ref``: the entity references an ``@odata.associationLink`` points to
-        (Protocol v4.01 §11.2.9; JSON Format v4.01 §14 Entity Reference)."""
+        (Protocol v4.01 §11.2.8 and §10.11-10.12; JSON Format v4.01 §14 Entity Reference)."""
         if q.select or q.expand or q.expand_all:
             raise ODataError(400, f"{_INVALID}$select and $expand do not apply to entity references.")
         fmt = negotiate_json(q.format, self.headers.get("Accept"))
@@ -387,8 +397,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _property(
         self, view: View, root: str, entity_set: str, key: str, prop: str, *, raw: bool, q: Query
     ) -> None:
-        """``Set(key)/Prop`` (Protocol v4.01 §11.2.4.2; JSON Format §10.14 context) and ``/Prop/$value``
-        (§11.2.4.2.1, text/plain); a null value is 204 No Content."""
+        """``Set(key)/Prop`` (Protocol v4.01 §11.2.4, context URL §10.13) and ``/Prop/$value``
+        (§11.2.4.1, text/plain); a null value is 204 No Content."""
         info = view.dataset.schema.entity_sets[entity_set]
         with view.dataset.lock:
             row = self._lookup(view, entity_set, key)
@@ -471,7 +481,8 @@ class _Handler(BaseHTTPRequestHandler):
         ids_of: Callable[[], list[str]] | None = None,
     ) -> None:
         """A page of ``entity_set`` (or of the related rows ``ids_of()`` returns, for ``path`` =
-        ``Set(key)/Nav``) with ``@odata.count`` and ``@odata.nextLink`` (JSON Format v4.01 §12)."""
+        ``Set(key)/Nav``) with ``@odata.count`` and ``@odata.nextLink`` (JSON Format v4.01 §13, Protocol
+        §11.2.6.7)."""
         replay = self.server.replay
         info = view.dataset.schema.entity_sets[entity_set]
         path = path or entity_set
