@@ -449,6 +449,26 @@ def test_property_and_raw_value(server, ds):
     assert raw.text == ds.rows["Zaak"][zid]["Nummer"] and raw.headers["Content-Type"].startswith("text/plain")
     null = next(i for i, r in ds.rows["Zaak"].items() if r.get("Citeertitel") is None)
     assert get(server, f"/Zaak({null})/Citeertitel").status_code == 204
+    full = get(server, f"/Zaak({zid})/ApiGewijzigdOp", headers=FULL).json()
+    assert (
+        full["@odata.type"] == "#DateTimeOffset" and full["value"] == ds.rows["Zaak"][zid]["ApiGewijzigdOp"]
+    )
+
+
+def test_entity_reference_and_paths_not_served(server, ds):
+    """URL Conventions v4.01 §4.4 Addressing References between Entities (``Zaak(<key>)/$ref`` is the
+    entity reference, Protocol §10.12 context ``#$ref``); Protocol v4.01 §11.2.3: ``/$value`` of an
+    entity that is not a media entity is 400; a valid path the service does not serve (a property
+    beyond a navigation) is 501."""
+    zid = zaak_with_documents(ds)
+    ref = get(server, f"/Zaak({zid})/$ref").json()
+    assert ref == {
+        "@odata.context": url(server, "/$metadata#$ref"),
+        "@odata.id": url(server, f"/Zaak({zid})"),
+    }
+    assert_odata_error(get(server, f"/Zaak({zid})/$value"), 400)
+    agendapunt = next(i for i, r in ds.rows["Agendapunt"].items() if r.get("Activiteit_Id"))
+    assert_odata_error(get(server, f"/Agendapunt({agendapunt})/Activiteit/Nummer"), 501)
 
 
 # --- 4. $count ------------------------------------------------------------------------------------------

@@ -267,6 +267,19 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if head in ("resource", "Resource") and len(tail) == 1:
             return self._media(view, entity_set, key)
+        if head == "$value":
+            raise ODataError(
+                400,
+                f"{_INVALID}'{entity_set}' is not a media entity, so it has no $value (Protocol v4.01 "
+                f"§11.2.3); a row's file is at {entity_set}(<id>)/resource.",
+            )
+        if tail == ["$ref"]:
+            with view.dataset.lock:
+                row = self._lookup(view, entity_set, key)
+            fmt = negotiate_json(q.format, self.headers.get("Accept"))
+            return self._send_json(
+                {"@odata.id": f"{root}/{entity_set}({row['Id']})"}, fmt, f"{root}/$metadata#$ref"
+            )
         nm = _SEGMENT_RE.match(head)
         if nm and nm.group(1) in info.navigations:
             return self._navigation(
@@ -353,6 +366,11 @@ class _Handler(BaseHTTPRequestHandler):
         if tail == ["$ref"] and nav_key is None:
             return self._references(view, root, target_set, q, related, many=False)
         if tail:
+            name = _SEGMENT_RE.match(tail[0])
+            if name and (
+                name.group(1) in target.navigations or name.group(1) in view.served_properties(target)
+            ):
+                raise not_implemented(f"A path beyond the navigation '{path}' ('{tail[0]}')")
             return self._no_segment(path, tail[0])
         _single_options(q)
         fmt = negotiate_json(q.format, self.headers.get("Accept"))
@@ -409,7 +427,12 @@ class _Handler(BaseHTTPRequestHandler):
             text = ("true" if value else "false") if isinstance(value, bool) else str(value)
             return self._send(200, text.encode("utf-8"), "text/plain; charset=utf-8")
         fmt = negotiate_json(q.format, self.headers.get("Accept"))
-        return self._send_json({"value": value}, fmt, f"{root}/$metadata#{entity_set}({row['Id']})/{prop}")
+        typ = view.prop_type(info, prop)
+        body: dict[str, Any] = {}
+        if fmt.metadata == "full" and typ not in ("Edm.String", "Edm.Boolean", "Edm.Double"):
+            body["@odata.type"] = "#" + typ.removeprefix("Edm.")  # JSON Format §4.5.3
+        body["value"] = str(value) if fmt.ieee754 and typ in ("Edm.Int64", "Edm.Decimal") else value
+        return self._send_json(body, fmt, f"{root}/$metadata#{entity_set}({row['Id']})/{prop}")
 
     def _media(self, view: View, entity_set: str, key: str) -> None:
         """``Set(key)/resource``: the row's file, ``ContentType`` as Content-Type and exactly
