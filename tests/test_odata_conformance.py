@@ -438,6 +438,12 @@ def test_association_link_gives_entity_references(server, ds):
     assert [r["@odata.id"] for r in refs["value"]] == [
         url(server, f"/Document({i})") for i in related_ids(ds, "Zaak", zid, "Document")
     ]
+    assert refs["@odata.context"] == url(server, "/$metadata#Collection($ref)")
+    with_act = next(i for i, r in ds.rows["Agendapunt"].items() if r.get("Activiteit_Id"))
+    without = next(i for i, r in ds.rows["Agendapunt"].items() if not r.get("Activiteit_Id"))
+    one = get(server, f"/Agendapunt({with_act})/Activiteit/$ref").json()
+    assert one["@odata.id"] == url(server, f"/Activiteit({ds.rows['Agendapunt'][with_act]['Activiteit_Id']})")
+    assert get(server, f"/Agendapunt({without})/Activiteit/$ref").status_code == 204
 
 
 def test_property_and_raw_value(server, ds):
@@ -612,6 +618,8 @@ def test_writes_are_method_not_allowed(server, ds, method):
         assert r.headers["Allow"] == "GET"
         assert_odata_error(r, 405)
     assert get(server, f"/Zaak({zid})").json()["Titel"] == ds.rows["Zaak"][zid]["Titel"]
+    if method == "POST":  # Protocol v4.01 §11.7 Batch Requests: valid OData, not implemented
+        assert_odata_error(requests.post(url(server, "/$batch"), data=b"--x--", timeout=10), 501)
 
 
 def test_json_abbreviation_takes_no_parameters(server):

@@ -176,10 +176,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"Bad admin request to {self.path}: {e}")
 
     def _not_allowed(self) -> None:
-        """Every TK resource is read-only: 405 Method Not Allowed (Protocol v4.01 §9.2.2), ``Allow: GET``."""
+        """Every TK resource is read-only: 405 Method Not Allowed (Protocol v4.01 §9.2.2), ``Allow: GET``;
+        a batch request (``POST …/$batch``, Protocol §11.7) is valid OData not implemented here: 501."""
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
+        if self.command == "POST" and urlsplit(self.path).path.rstrip("/").endswith("/$batch"):
+            return self._error(501, "Batch requests ($batch) are not implemented by the replay server.")
         self._error(
             405,
             f"The TK API is read-only: {self.command} is not allowed on '{urlsplit(self.path).path}' "
@@ -290,6 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
         return self._no_segment(f"{entity_set}({key})", head)
 
     def _no_segment(self, parent: str, segment: str) -> None:
+        """A path segment the service does not serve after ``parent``: 501 for OData's own segments
+        (``$ref`` of a set, ``$value``, ``$entity``…), else 404."""
         if segment in ("$ref", "$value", "$entity", "$all", "$crossjoin", "$batch", "$each", "$filter"):
             raise not_implemented(f"The path segment '{segment}' after '{parent}'")
         raise ODataError(
@@ -374,6 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._no_segment(path, tail[0])
         _single_options(q)
         fmt = negotiate_json(q.format, self.headers.get("Accept"))
+        body = None
         with ds.lock:
             ids = related()
             if nav_key is not None:
@@ -383,9 +389,10 @@ class _Handler(BaseHTTPRequestHandler):
                         404, f"No entity with key '{nav_key}' is related to '{entity_set}({key})' by '{nav}'."
                     )
                 ids = [wanted]
-            if not ids:
-                return self._send(204, b"")
-            body = view.renderer(target, q, fmt, root)(ds.rows[target_set][ids[0]])
+            if ids:
+                body = view.renderer(target, q, fmt, root)(ds.rows[target_set][ids[0]])
+        if body is None:
+            return self._send(204, b"")
         return self._send_json(body, fmt, f"{root}/$metadata#{target_set}{view.context_select(q)}/$entity")
 
     def _references(
@@ -399,13 +406,15 @@ class _Handler(BaseHTTPRequestHandler):
         ds = view.dataset
         with ds.lock:
             ids = related()
-            if not many:
-                if not ids:
-                    return self._send(204, b"")
-                body = {"@odata.id": f"{root}/{target_set}({ids[0]})"}
-                return self._send_json(body, fmt, f"{root}/$metadata#$ref")
-            rows, count = view.selection(ds.schema.entity_sets[target_set], q)(
-                [ds.rows[target_set][i] for i in ids]
+            if many:
+                rows, count = view.selection(ds.schema.entity_sets[target_set], q)(
+                    [ds.rows[target_set][i] for i in ids]
+                )
+        if not many:
+            if not ids:
+                return self._send(204, b"")
+            return self._send_json(
+                {"@odata.id": f"{root}/{target_set}({ids[0]})"}, fmt, f"{root}/$metadata#$ref"
             )
         body = {"value": [{"@odata.id": f"{root}/{target_set}({r['Id']})"} for r in rows]}
         if count is not None:
