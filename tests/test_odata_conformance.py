@@ -249,6 +249,31 @@ def test_client_follows_navigation_links_like_expand(server, ds):
     assert followed >= 3
 
 
+def test_full_metadata_payload_order_and_star_select(server):
+    """JSON Format v4.01 §4.4 Payload Ordering Constraints (the response says ``odata.streaming=true``):
+    ``@odata.context`` first, then ``@odata.type``, ``@odata.id`` before any property, a property's
+    control information right before it, navigation control information after the structural
+    properties (4.0 payloads). Protocol v4.01 §11.2.5.1: ``$select=*`` selects the structural
+    properties and introduces no navigation links."""
+    r = get(server, "/Zaak?$top=3&$expand=Document($select=Id),Agendapunt($select=Id)", headers=FULL)
+    assert "odata.streaming=true" in r.headers["Content-Type"]
+    assert next(iter(r.json())) == "@odata.context"
+    for row in r.json()["value"]:
+        keys = list(row)
+        assert keys[:3] == ["@odata.type", "@odata.id", "@odata.readLink"]
+        for i, k in enumerate(keys):
+            name = k.split("@")[0]
+            if "@" in k and name in row:  # its control information as a group right before it
+                assert i < keys.index(name) and all(
+                    x.startswith(name + "@") for x in keys[i : keys.index(name)]
+                )
+        last_structural = max(i for i, k in enumerate(keys) if "@" not in k and not isinstance(row[k], list))
+        first_nav = min(i for i, k in enumerate(keys) if k.endswith("@odata.navigationLink"))
+        assert last_structural < first_nav
+    star = get(server, "/Zaak?$top=1&$select=*", headers=FULL).json()["value"][0]
+    assert not any(k.endswith("@odata.navigationLink") for k in star) and "Nummer" in star
+
+
 def test_expanded_entities_carry_their_control_information(server):
     """JSON Format v4.01 §8.3 Expanded Navigation Property: expanded entities are entities, with the
     control information of the requested level."""

@@ -758,25 +758,25 @@ class View:
             )
             as_string = fmt.ieee754 and typ in ("Edm.Int64", "Edm.Decimal")
             cols.append((served, canonical, annotation, as_string))
-        expands = []
+        expands: dict[str, tuple[bool, Any, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
         for exp in self._expansions(info, q):
             target = self.dataset.schema.entity_sets[info.navigations[exp.nav]]
             many = exp.nav in info.collections
             pick = self.selection(target, exp.query) if many else None
-            expands.append((exp.nav, many, pick, self.renderer(target, exp.query, fmt, root)))
-        links: list[str] = []
-        if full:
-            chosen = set(q.select or ["*"])
-            links = [
-                n for n in info.navigations if "*" in chosen or n in chosen or any(e[0] == n for e in expands)
-            ]
+            expands[exp.nav] = (many, pick, self.renderer(target, exp.query, fmt, root))
+        # Full metadata links every navigation of the default selection, else the selected or expanded
+        # ones ("*" selects structural properties only, Protocol §11.2.5.1). Each navigation's control
+        # information comes right before its expanded value, after every structural property (JSON
+        # Format §4.4, the odata.streaming=true the Content-Type promises).
+        linked = {n for n in info.navigations if full and (q.select is None or n in q.select or n in expands)}
+        navs = [(n, n in linked, expands.get(n)) for n in info.navigations if n in linked or n in expands]
         ds, set_name = self.dataset, info.name
         odata_type = f"#{self.namespace}.{info.name}"
 
         def render(row: dict[str, Any]) -> dict[str, Any]:
             out: dict[str, Any] = {}
+            url = f"{root}/{set_name}({row['Id']})"
             if full:
-                url = f"{root}/{set_name}({row['Id']})"
                 out["@odata.type"] = odata_type
                 out["@odata.id"] = url
                 out["@odata.readLink"] = url
@@ -788,13 +788,16 @@ class View:
                     if as_string:
                         v = str(v)
                 out[served] = v
-            for nav in links:
-                out[f"{nav}@odata.associationLink"] = f"{root}/{set_name}({row['Id']})/{nav}/$ref"
-                out[f"{nav}@odata.navigationLink"] = f"{root}/{set_name}({row['Id']})/{nav}"
-            for nav, many, pick, sub in expands:
+            for nav, link, expanded in navs:
+                if link:
+                    out[f"{nav}@odata.associationLink"] = f"{url}/{nav}/$ref"
+                    out[f"{nav}@odata.navigationLink"] = f"{url}/{nav}"
+                if expanded is None:
+                    continue
+                many, pick, sub = expanded
                 t = ds.navigate(set_name, row, nav)
                 if many:
-                    rows, count = pick(t)  # type: ignore[misc,arg-type]
+                    rows, count = pick(t)
                     if count is not None:
                         out[f"{nav}@odata.count"] = str(count) if fmt.ieee754 else count
                     out[nav] = [sub(x) for x in rows]
