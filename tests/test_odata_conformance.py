@@ -515,6 +515,9 @@ def test_inline_count_on_sets_and_expanded_collections(server, ds):
         rel = related_ids(ds, "Zaak", z["Id"], "Document")
         assert z["Document@odata.count"] == len(rel) and len(z["Document"]) == min(1, len(rel))
     assert "Document@odata.count" not in get(server, "/Zaak?$top=1&$expand=Document").json()["value"][0]
+    upper = get(server, "/Zaak?$count=TRUE&$top=1&$orderby=Nummer DESC").json()  # ABNF literals ignore case
+    assert upper["@odata.count"] == len(ds.rows["Zaak"])
+    assert upper["value"][0]["Nummer"] == max(r["Nummer"] for r in ds.rows["Zaak"].values() if r["Nummer"])
 
 
 # --- 5. nested $expand options -----------------------------------------------------------------------------
@@ -602,6 +605,7 @@ def test_stored_resource_bytes_are_served():
         "/Zaak?$levels=2",
         "/Zaak?$filter=Nummer eq",
         "/Agendapunt?$expand=Activiteit($top=1)",
+        "/Zaak?$expand=Document,Document($select=Id)",
     ],
 )
 def test_malformed_requests_are_400(server, rest):

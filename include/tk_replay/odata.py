@@ -531,11 +531,16 @@ def _set_option(q: Query, name: str, value: str, profile: ApiProfile | None) -> 
             if part == "*":
                 q.expand_all = True
             else:
-                q.expand.append(_parse_expand(part))
+                exp = _parse_expand(part)
+                if any(e.nav == exp.nav for e in q.expand):
+                    raise ODataError(
+                        400, f"{_INVALID}The navigation '{exp.nav}' is expanded twice in $expand."
+                    )
+                q.expand.append(exp)
     elif name == "$count":
-        if value not in ("true", "false"):
+        if value.lower() not in ("true", "false"):  # booleanValue, case-insensitive in the ABNF
             raise ODataError(400, f"{_INVALID}'{value}' is not a valid count option.")
-        q.count = value == "true"
+        q.count = value.lower() == "true"
 
 
 def parse_query(params: list[tuple[str, str]], profile: ApiProfile) -> Query:
@@ -852,6 +857,8 @@ class View:
         keys = []
         for part in _split_top_level(orderby, ","):
             bits = part.split()
+            if len(bits) == 2:
+                bits[1] = bits[1].lower()  # ABNF literals are case-insensitive (RFC 5234 §2.3)
             if not bits or len(bits) > 2 or (len(bits) == 2 and bits[1] not in ("asc", "desc")):
                 raise ODataError(400, f"{_INVALID}Syntax error in $orderby at '{part}'.")
             if "/" in bits[0] or "(" in bits[0]:
