@@ -629,6 +629,10 @@ def test_malformed_requests_are_400(server, rest):
         "/Zaak?$select=Document/Id",
         "/Zaak?$orderby=Activiteit/Datum",
         "/Zaak?$expand=Document/$ref",
+        "/Zaak?$filter=Nummer eq @n&@n='2025Z00001'",
+        "/Zaak?$filter=Document/any(d: $it/Nummer eq d/Titel)",
+        "/Zaak?$filter=Termijn eq duration'P1D'",
+        f"/Zaak?$select={NS}.*",
     ],
 )
 def test_valid_but_unimplemented_odata_is_501(server, rest):

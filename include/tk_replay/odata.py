@@ -93,6 +93,7 @@ _TOKEN_RE = re.compile(
   | (?P<date>\d{4}-\d{2}-\d{2}(?![\w:]))
   | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[mMdDlLfF]?(?![\w-]))
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<reserved>[$@][A-Za-z_][A-Za-z0-9_]*)
   | (?P<sym>[(),/:])
     """,
     re.VERBOSE,
@@ -141,6 +142,10 @@ def _tokenize(text: str) -> list[_Tok]:
         if not m:
             raise ODataError(400, f"{_INVALID}Syntax error at position {pos} in '{text}'.")
         kind = m.lastgroup or ""
+        if kind == "typed" and m.group().startswith(("duration'", "binary'")):
+            raise not_implemented(f"The {m.group().split(chr(39))[0]} literal '{m.group()}'")
+        if kind == "reserved":  # $it, $root, $this (URL Conventions §5.1.1.14) or a parameter alias (§5.3)
+            raise not_implemented(f"'{m.group()}' in an expression")
         if kind == "typed":
             raise ODataError(
                 400,
@@ -497,8 +502,8 @@ def _select_list(name: str, value: str) -> list[str]:
     if not value.strip() or any(not s for s in items):
         raise ODataError(400, f"{_INVALID}Syntax error: empty item in {name} '{value}'.")
     for item in items:
-        if "/" in item or "(" in item:
-            raise not_implemented(f"The $select path '{item}' (only property names and '*')")
+        if "/" in item or "(" in item or "." in item:
+            raise not_implemented(f"The $select item '{item}' (only property names and '*')")
     return items
 
 
