@@ -80,7 +80,7 @@ def test_single_entity_by_key(samples):
     real = json.loads((DATA_DIR / "gegevensmagazijn-rs_singular.activiteit.json").read_text())
     r = get(samples, f"/Activiteit({real['Id']})?$select=Id,Onderwerp")
     assert r.status_code == 200
-    assert r.json()["@odata.context"].endswith("$metadata#Activiteit/$entity")
+    assert r.json()["@odata.context"].endswith("$metadata#Activiteit(Id,Onderwerp)/$entity")
     assert {k: v for k, v in r.json().items() if k != "@odata.context"} == {
         "Id": real["Id"],
         "Onderwerp": real["Onderwerp"],
@@ -186,8 +186,8 @@ def test_any_lambda_over_the_link_table(gen, gen_ds):
     did = next(iter(sorted(gen_ds.links["Zaak-Document"])))[1]
     want = sorted((z for z, d in gen_ds.links["Zaak-Document"] if d == did), key=guid_sort_key)
     assert filtered(gen, "Zaak", f"Document/any(d: d/Id eq {did})") == want
-    nested = get(gen, "/Zaak?$filter=Document/any(d: d/Zaak/any(z: z/Id eq 1))")
-    assert nested.status_code == 400
+    nested = get(gen, f"/Zaak?$filter=Document/any(d: d/Zaak/any(z: z/Id eq {did}))")
+    assert nested.status_code == 501  # valid OData the engine does not implement: refused, not guessed
 
 
 def test_v5_filters_use_v5_names(gen, gen_ds):

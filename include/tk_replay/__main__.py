@@ -27,6 +27,11 @@ examples:
 then point the loaders at it:
   TK_API_BASE_URL=http://127.0.0.1:8123 TK_API_PROFILE=v4/2.0   (or v5)
 
+any OData v4 client works (the OData v4.01 specification, see include/tk_replay/server.py):
+  curl -s 'localhost:8123/OData/v4/2.0/Zaak?$top=1&$format=application/json;odata.metadata=full'
+  curl -s 'localhost:8123/OData/v4/2.0/Zaak?$top=5&$expand=Document($select=Id,Titel;$count=true)'
+  curl -s 'localhost:8123/OData/v4/2.0/Document(<id>)/resource' -o document.pdf   # the file's bytes
+
 admin (not part of the TK API):
   curl -s localhost:8123/_faults                                  # current faults and counts
   curl -s -XPOST localhost:8123/_faults -d '{"error_rate": 0.2}'  # replace the faults ({} clears)

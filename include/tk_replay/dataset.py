@@ -9,6 +9,11 @@ Many-to-many navigations (``Zaak.Document`` / ``Document.Zaak`` …) come from O
 (a property ``<Nav>_Id``, e.g. ``Agendapunt.Activiteit_Id``), and the collection on the other side
 (``Activiteit.Agendapunt``) is the reverse of that key.
 
+A row with ``ContentType`` and ``ContentLength`` (a Document, a Verslag…) has a file, served at
+``<Set>(<id>)/resource``: the bytes in :attr:`Dataset.resources` when given, else ``ContentLength``
+deterministic bytes derived from the row's Id (:meth:`Dataset.resource_chunks`), generated as they are
+sent, never held whole.
+
 On disk a dataset is a folder: ``<EntitySet>.json`` (a JSON array of rows, or an OData page with a
 ``value`` array), optional ``links.json`` (``{"Zaak-Document": [[zaak_id, document_id], …], …}``) and
 optional ``metadata.xml`` (the v4/2.0 ``$metadata``; the real one of Oct 2025 by default). The real samples
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -115,6 +121,8 @@ class Dataset:
             if name not in self.links:
                 raise ValueError(f"Unknown link table {name!r}; known: {', '.join(self.links)}")
             self.links[name].update(pairs)
+        self.resources: dict[str, bytes] = {}
+        """Id -> the bytes ``<Set>(<id>)/resource`` serves; rows not listed get derived bytes."""
         self.lock = threading.RLock()
         self.version = 0
         self._cache_version = -1
@@ -283,6 +291,26 @@ class Dataset:
             return [targets[i] for i in adj.get(row["Id"], ()) if i in targets]
         fk = row.get(f"{nav}_Id")
         return targets.get(fk) if fk else None
+
+    def resource_length(self, entity_id: str, content_length: int) -> int:
+        """How many bytes the resource of ``entity_id`` has: its stored bytes, else ``content_length``."""
+        stored = self.resources.get(entity_id)
+        return content_length if stored is None else len(stored)
+
+    def resource_chunks(self, entity_id: str, content_length: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+        """The bytes of the resource of ``entity_id`` in chunks: the stored ones, else ``content_length``
+        bytes derived from the Id (the same on every call and every machine)."""
+        stored = self.resources.get(entity_id)
+        if stored is not None:
+            for i in range(0, len(stored), chunk):
+                yield stored[i : i + chunk]
+            return
+        rng = random.Random(entity_id)  # filler bytes, not a secret
+        left = content_length
+        while left > 0:
+            n = min(chunk, left)
+            yield rng.randbytes(n)
+            left -= n
 
     def iter_links(self, entity_set: str) -> Iterator[tuple[LinkSpec, bool]]:
         """The link specs touching ``entity_set`` and whether it is their left side."""

@@ -1,5 +1,12 @@
 """The OData query engine of the replay server: ``$filter``, ``$orderby``, paging, ``$select``, ``$expand``.
 
+``$expand`` items take the options of URL Conventions v4.01 §5.1.3 in their parentheses (``$select``,
+``$filter``, ``$orderby``, ``$skip``, ``$top``, ``$count``, a nested ``$expand``); ``$expand=*`` expands
+every navigation. Rendering follows the requested :class:`JsonFormat` (the control information of JSON
+Format v4.01 §4.5). Valid OData the engine does not implement (``$search``, ``$apply``, ``$compute``,
+``$levels``, functions such as ``year()``, arithmetic and ``in``/``has``, nested lambdas, paths in
+``$select``/``$orderby``) raises :func:`not_implemented` (HTTP 501) rather than being ignored.
+
 Requests name properties in the served profile's names; rows are stored with canonical names. A
 :class:`View` ties a profile to the dataset and does the translation both ways. Everything a client can
 get wrong raises :class:`ODataError` with the status and a message in the style of the real API
@@ -33,6 +40,39 @@ SUPPORTED_OPTIONS = {
 }
 
 
+LEVELS = ("minimal", "full", "none")
+
+
+@dataclass(frozen=True)
+class JsonFormat:
+    """The JSON representation a response is written in.
+
+    Attributes:
+        metadata: the control information level, ``minimal`` (default), ``full`` or ``none``
+            (JSON Format §3.1).
+        ieee754: ``IEEE754Compatible=true``: Edm.Int64 and Edm.Decimal values are written as strings
+            (JSON Format §3.2).
+        streaming: the ``odata.streaming`` parameter echoed in the Content-Type.
+    """
+
+    metadata: str = "minimal"
+    ieee754: bool = False
+    streaming: bool = True
+
+    @property
+    def content_type(self) -> str:
+        """The response ``Content-Type``, carrying the level served (JSON Format §4.1)."""
+        return (
+            f"application/json; odata.metadata={self.metadata}; "
+            f"odata.streaming={'true' if self.streaming else 'false'}; "
+            f"IEEE754Compatible={'true' if self.ieee754 else 'false'}; charset=utf-8"
+        )
+
+
+MINIMAL = JsonFormat()
+"""``application/json`` without parameters: minimal metadata (JSON Format v4.01 §3.1.1)."""
+
+
 class ODataError(Exception):
     """A request the server refuses: ``status`` and the message of the OData error body."""
 
@@ -53,6 +93,7 @@ _TOKEN_RE = re.compile(
   | (?P<date>\d{4}-\d{2}-\d{2}(?![\w:]))
   | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?[mMdDlLfF]?(?![\w-]))
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<reserved>[$@][A-Za-z_][A-Za-z0-9_]*)
   | (?P<sym>[(),/:])
     """,
     re.VERBOSE,
@@ -68,6 +109,16 @@ _CMP_NAMES = {
     "le": "LessThanOrEqual",
 }
 _FUNCS = {"contains", "startswith", "endswith", "tolower", "toupper"}
+# Valid OData (URL Conventions v4.01 §5.1.1) the engine does not implement: HTTP 501, never a wrong answer.
+_UNIMPLEMENTED_FUNCS = {
+    "length", "indexof", "substring", "concat", "trim", "matchesPattern", "year", "month", "day", "hour",
+    "minute", "second", "fractionalseconds", "totalseconds", "date", "time", "totaloffsetminutes", "now",
+    "mindatetime", "maxdatetime", "round", "floor", "ceiling", "cast", "isof", "hassubset", "hassubsequence",
+    "case",
+}  # fmt: skip
+_UNIMPLEMENTED_OPS = {"add", "sub", "mul", "div", "divby", "mod", "has", "in"}
+# Types a JSON value shows by itself (JSON Format v4.01 §4.5.3): no ``@odata.type`` even in full metadata.
+_JSON_NATIVE = {"Edm.String", "Edm.Boolean", "Edm.Double"}
 _NUMERIC = {"Edm.Int16", "Edm.Int32", "Edm.Int64", "Edm.Decimal", "Edm.Double", "Edm.Single", "Edm.Byte"}
 
 
@@ -78,6 +129,11 @@ class _Tok:
     pos: int
 
 
+def not_implemented(what: str) -> ODataError:
+    """HTTP 501 for valid OData the replay server does not implement (Protocol v4.01 §9.3.1)."""
+    return ODataError(501, f"{what} is not implemented by the replay server.")
+
+
 def _tokenize(text: str) -> list[_Tok]:
     out: list[_Tok] = []
     pos = 0
@@ -86,6 +142,10 @@ def _tokenize(text: str) -> list[_Tok]:
         if not m:
             raise ODataError(400, f"{_INVALID}Syntax error at position {pos} in '{text}'.")
         kind = m.lastgroup or ""
+        if kind == "typed" and m.group().startswith(("duration'", "binary'")):
+            raise not_implemented(f"The {m.group().split(chr(39))[0]} literal '{m.group()}'")
+        if kind == "reserved":  # $it, $root, $this (URL Conventions §5.1.1.14) or a parameter alias (§5.3)
+            raise not_implemented(f"'{m.group()}' in an expression")
         if kind == "typed":
             raise ODataError(
                 400,
@@ -179,9 +239,14 @@ class _Parser:
     def parse_cmp(self) -> _Expr:
         left = self.parse_primary()
         tok = self.peek()
+        if tok is not None and tok.kind == "ident" and tok.text in _UNIMPLEMENTED_OPS:
+            raise not_implemented(f"The $filter operator '{tok.text}'")
         if tok is not None and tok.kind == "ident" and tok.text in _CMP:
             self.i += 1
             right = self.parse_primary()
+            nxt = self.peek()
+            if nxt is not None and nxt.kind == "ident" and nxt.text in _UNIMPLEMENTED_OPS:
+                raise not_implemented(f"The $filter operator '{nxt.text}'")
             return self.compare(left, tok.text, right)
         return left
 
@@ -258,6 +323,8 @@ class _Parser:
                 return _Expr(lambda r, v: None, "null", True)
             if tok.text in _FUNCS and self.at("("):
                 return self.parse_func(tok.text)
+            if tok.text in _UNIMPLEMENTED_FUNCS and self.at("("):
+                raise not_implemented(f"The $filter function '{tok.text}'")
             return self.parse_path(tok)
         raise self.error(tok)
 
@@ -296,10 +363,10 @@ class _Parser:
             self.take("/")
             prop = self.take(kind="ident")
             assert self.lambda_info is not None
+            if self.at("/"):
+                raise not_implemented("A navigation path inside any/all (one level only)")
             getter = self.view.getter(self.lambda_info, prop.text)
             typ = self.view.prop_type(self.lambda_info, prop.text)
-            if self.at("/"):
-                raise ODataError(400, f"{_INVALID}Only one level of navigation inside any/all is supported.")
             return _Expr(lambda r, v: None if v is None else getter(v), typ)
         info = self.info
         if name in info.navigations:
@@ -329,9 +396,7 @@ class _Parser:
 
     def parse_lambda(self, nav: str, kind: str, target: EntityTypeInfo | None) -> _Expr:
         if self.lambda_var is not None:
-            raise ODataError(
-                400, f"{_INVALID}Nested any/all lambdas are not supported (one level deep only)."
-            )
+            raise not_implemented("A nested any/all lambda (one level deep only)")
         if target is None or nav not in self.info.collections:
             raise ODataError(400, f"{_INVALID}'{nav}' is not a collection navigation property.")
         self.take("(")
@@ -366,8 +431,15 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 # --- query options -----------------------------------------------------------------------------------
 @dataclass
 class Expand:
+    """One item of ``$expand``: the navigation and the options in its parentheses (URL Conventions
+    v4.01 §5.1.3, Protocol v4.01 §11.2.5.2.1 Expand Options)."""
+
     nav: str
-    select: list[str] | None = None
+    query: Query = field(default_factory=lambda: Query())
+
+    @property
+    def select(self) -> list[str] | None:
+        return self.query.select
 
 
 @dataclass
@@ -382,6 +454,14 @@ class Query:
     expand: list[Expand] = field(default_factory=list)
     count: bool = False
     skiptoken: str | None = None
+    format: str | None = None
+    expand_all: bool = False  # ``$expand=*``: every navigation of the type
+
+
+# Valid system query options (Protocol v4.01 §11.2) the replay server does not implement: HTTP 501.
+UNIMPLEMENTED_OPTIONS = {"$search", "$apply", "$compute", "$index", "$schemaversion", "$deltatoken", "$id"}
+_NESTED_OPTIONS = {"$select", "$filter", "$orderby", "$top", "$skip", "$count", "$expand"}
+_NESTED_UNIMPLEMENTED = {"$search", "$compute", "$levels", "$apply"}
 
 
 def _int_option(name: str, value: str) -> int:
@@ -396,12 +476,17 @@ def _int_option(name: str, value: str) -> int:
 
 def _split_top_level(text: str, sep: str) -> list[str]:
     parts, depth, cur = [], 0, []
+    quoted = False
     for ch in text:
-        if ch == "(":
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch == "(":
             depth += 1
-        elif ch == ")":
+        elif not quoted and ch == ")":
             depth -= 1
-        if ch == sep and depth == 0:
+            if depth < 0:
+                break
+        if ch == sep and depth == 0 and not quoted:
             parts.append("".join(cur))
             cur = []
         else:
@@ -412,13 +497,71 @@ def _split_top_level(text: str, sep: str) -> list[str]:
     return [p.strip() for p in parts]
 
 
+def _select_list(name: str, value: str) -> list[str]:
+    items = [s.strip() for s in value.split(",")]
+    if not value.strip() or any(not s for s in items):
+        raise ODataError(400, f"{_INVALID}Syntax error: empty item in {name} '{value}'.")
+    for item in items:
+        if "/" in item or "(" in item or "." in item:
+            raise not_implemented(f"The $select item '{item}' (only property names and '*')")
+    return items
+
+
+def _set_option(q: Query, name: str, value: str, profile: ApiProfile | None) -> None:
+    """Set one system query option on ``q`` (shared by the request and the options inside ``$expand``)."""
+    if name == "$filter":
+        if not value.strip():
+            raise ODataError(400, f"{_INVALID}The $filter query option is empty.")
+        q.filter = value
+    elif name == "$orderby":
+        if not value.strip():
+            raise ODataError(400, f"{_INVALID}The $orderby query option is empty.")
+        q.orderby = value
+    elif name == "$top":
+        q.top = _int_option(name, value)
+        if profile is not None and profile.max_top is not None and q.top > profile.max_top:
+            raise ODataError(
+                400,
+                f"{_INVALID}The limit of '{profile.max_top}' for Top query has been "
+                f"exceeded. The value from the incoming request is '{q.top}'.",
+            )
+    elif name == "$skip":
+        q.skip = _int_option(name, value)
+    elif name == "$select":
+        q.select = _select_list(name, value)
+    elif name == "$expand":
+        for part in _split_top_level(value, ","):
+            if not part:
+                raise ODataError(400, f"{_INVALID}Syntax error: empty item in $expand '{value}'.")
+            if part == "*":
+                q.expand_all = True
+            else:
+                exp = _parse_expand(part)
+                if any(e.nav == exp.nav for e in q.expand):
+                    raise ODataError(
+                        400, f"{_INVALID}The navigation '{exp.nav}' is expanded twice in $expand."
+                    )
+                q.expand.append(exp)
+    elif name == "$count":
+        if value.lower() not in ("true", "false"):  # booleanValue, case-insensitive in the ABNF
+            raise ODataError(400, f"{_INVALID}'{value}' is not a valid count option.")
+        q.count = value.lower() == "true"
+
+
 def parse_query(params: list[tuple[str, str]], profile: ApiProfile) -> Query:
-    """System query options from decoded ``(name, value)`` pairs; parameters without ``$`` are ignored."""
+    """System query options from decoded ``(name, value)`` pairs; parameters without ``$`` are ignored.
+
+    Unknown ``$`` options and malformed values are HTTP 400; valid OData the engine does not implement
+    (:data:`UNIMPLEMENTED_OPTIONS`) is HTTP 501. ``$format`` is kept as written (see
+    :mod:`include.tk_replay.formats`).
+    """
     q = Query()
     seen: set[str] = set()
     for name, value in params:
         if not name.startswith("$"):
             continue  # the real API silently ignores unknown parameters without '$'
+        if name in UNIMPLEMENTED_OPTIONS:
+            raise not_implemented(f"The system query option '{name}'")
         if name not in SUPPORTED_OPTIONS:
             raise ODataError(400, f"The query parameter '{name}' is not supported.")
         if name in seen:
@@ -428,53 +571,42 @@ def parse_query(params: list[tuple[str, str]], profile: ApiProfile) -> Query:
                 "but it must be specified at most once.",
             )
         seen.add(name)
-        if name == "$filter":
-            q.filter = value
-        elif name == "$orderby":
-            q.orderby = value
-        elif name == "$top":
-            q.top = _int_option(name, value)
-            if profile.max_top is not None and q.top > profile.max_top:
-                raise ODataError(
-                    400,
-                    f"{_INVALID}The limit of '{profile.max_top}' for Top query has been "
-                    f"exceeded. The value from the incoming request is '{q.top}'.",
-                )
-        elif name == "$skip":
-            q.skip = _int_option(name, value)
-        elif name == "$select":
-            q.select = [s.strip() for s in value.split(",") if s.strip()]
-        elif name == "$expand":
-            q.expand = [_parse_expand(part) for part in _split_top_level(value, ",") if part]
-        elif name == "$count":
-            if value not in ("true", "false"):
-                raise ODataError(400, f"{_INVALID}'{value}' is not a valid count option.")
-            q.count = value == "true"
-        elif name == "$skiptoken":
+        if name == "$skiptoken":
             if not re.fullmatch(r"Id-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", value):
                 raise ODataError(400, f"{_INVALID}Unable to parse the skiptoken value '{value}'.")
             q.skiptoken = value[3:]
-        elif name == "$format" and value not in ("json", "application/json"):
-            raise ODataError(406, f"The format '{value}' is not supported: only JSON.")
+        elif name == "$format":
+            q.format = value
+        else:
+            _set_option(q, name, value, profile)
     return q
 
 
 def _parse_expand(text: str) -> Expand:
+    """``Nav`` or ``Nav(opt=value;opt=value…)`` (URL Conventions v4.01 §5.1.3, expandItem)."""
     m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?", text, re.S)
     if not m:
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_$][A-Za-z0-9_]*)+(\(.*\))?", text, re.S):
+            raise not_implemented(f"The $expand path '{text}' ($ref, $count and paths)")
         raise ODataError(400, f"{_INVALID}Syntax error in $expand at '{text}'.")
     exp = Expand(m.group(1))
-    for opt in _split_top_level(m.group(2) or "", ";"):
+    seen: set[str] = set()
+    inner = m.group(2)
+    if inner is not None and not inner.strip():
+        raise ODataError(400, f"{_INVALID}Syntax error in $expand at '{text}': empty options.")
+    for opt in _split_top_level(inner or "", ";"):
         if not opt:
             continue
-        key, _, val = opt.partition("=")
-        if key.strip() != "$select":
-            raise ODataError(
-                400,
-                f"{_INVALID}The option '{key.strip()}' inside $expand is not supported by "
-                "the replay server (only $select).",
-            )
-        exp.select = [s.strip() for s in val.split(",") if s.strip()]
+        key, eq, val = opt.partition("=")
+        key = key.strip()
+        if key in _NESTED_UNIMPLEMENTED:
+            raise not_implemented(f"The option '{key}' inside $expand")
+        if key not in _NESTED_OPTIONS or not eq:
+            raise ODataError(400, f"{_INVALID}The option '{key}' inside $expand({exp.nav}) is not valid.")
+        if key in seen:
+            raise ODataError(400, f"{_INVALID}The option '{key}' is given twice inside $expand({exp.nav}).")
+        seen.add(key)
+        _set_option(exp.query, key, val.strip(), None)
     return exp
 
 
@@ -539,6 +671,10 @@ class View:
         except KeyError:
             raise self.unknown_property(info, name) from None
 
+    def served_properties(self, info: EntityTypeInfo) -> list[str]:
+        """The scalar property names of ``info`` as this view serves them."""
+        return list(self._to_canonical[info.name])
+
     def getter(self, info: EntityTypeInfo, name: str) -> Callable[[dict[str, Any]], Any]:
         if name not in self._to_canonical[info.name]:
             raise self.unknown_property(info, name)
@@ -572,42 +708,139 @@ class View:
             out.append((name, by_name[name]))
         return out
 
-    def renderer(self, info: EntityTypeInfo, q: Query) -> Callable[[dict[str, Any]], dict[str, Any]]:
-        """A function turning a canonical row into the served JSON object for this query."""
-        cols = self.columns(info, q.select)
-        expands = []
-        for exp in q.expand:
+    def _expansions(self, info: EntityTypeInfo, q: Query) -> list[Expand]:
+        """The items of ``q.expand`` checked against ``info``, with ``*`` resolved to every navigation."""
+        items = list(q.expand)
+        if q.expand_all:
+            named = {e.nav for e in items}
+            items += [Expand(nav) for nav in info.navigations if nav not in named]
+        for exp in items:
             if exp.nav not in info.navigations:
                 raise self.unknown_property(info, exp.nav)
-            target = self.dataset.schema.entity_sets.get(info.navigations[exp.nav])
-            if target is None:
+            if self.dataset.schema.entity_sets.get(info.navigations[exp.nav]) is None:
                 raise ODataError(400, f"{_INVALID}Navigation '{exp.nav}' has no entity set to expand.")
-            expands.append((exp.nav, exp.nav in info.collections, self.columns(target, exp.select)))
+            eq = exp.query
+            if exp.nav not in info.collections and (
+                eq.filter or eq.orderby or eq.top is not None or eq.skip or eq.count
+            ):
+                raise ODataError(
+                    400,
+                    f"{_INVALID}'{exp.nav}' is a single-valued navigation: $filter, $orderby, $top, $skip "
+                    "and $count do not apply inside its $expand.",
+                )
+        return items
+
+    def selection(
+        self, info: EntityTypeInfo, q: Query
+    ) -> Callable[[list[dict[str, Any]]], tuple[list, int | None]]:
+        """Applies ``$filter``, ``$orderby``, ``$skip``, ``$top`` and ``$count`` of an expanded collection.
+
+        Returns a function from the related rows (in server order) to ``(rows to serve, count or None)``;
+        the count is of the filtered rows before ``$skip``/``$top`` (Protocol v4.01 §11.2.6.5).
+        """
+        pred = self.compile_filter(info, q.filter) if q.filter else None
+        key = self.sort_key(info, q.orderby) if q.orderby else None
+
+        def pick(rows: list[dict[str, Any]]) -> tuple[list, int | None]:
+            kept = [r for r in rows if pred is None or pred(r)]
+            if key is not None:
+                kept.sort(key=key)
+            count = len(kept) if q.count else None
+            end = None if q.top is None else q.skip + q.top
+            return kept[q.skip : end], count
+
+        return pick
+
+    def renderer(
+        self, info: EntityTypeInfo, q: Query, fmt: JsonFormat | None = None, root: str = ""
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """A function turning a canonical row into the served JSON object for this query.
+
+        ``fmt`` (minimal by default) decides the control information (OData JSON Format v4.01 §4.5):
+        with ``full`` each entity carries ``@odata.type`` (§4.5.3), ``@odata.id`` (§4.5.8),
+        ``@odata.readLink`` (§4.5.9: the entities are read-only, so a read link and no edit link), a
+        ``<Nav>@odata.associationLink`` and ``<Nav>@odata.navigationLink`` (§4.5.11) per navigation
+        (per selected navigation under ``$select``, Protocol §11.2.5.1) and the ``<Prop>@odata.type`` of
+        values whose type JSON cannot show (Guid, DateTimeOffset, Int32…; not String, Boolean, Double);
+        ``root`` is the service root those URLs start with. ``IEEE754Compatible=true`` writes Int64 and
+        Decimal values, and counts, as strings (§3.2). Expanded entities are rendered the same way,
+        recursively, with the options inside their ``$expand(…)`` applied.
+        """
+        fmt = fmt or MINIMAL
+        full = fmt.metadata == "full"
+        types = self._types[info.name]
+        cols = []
+        for served, canonical in self.columns(info, q.select):
+            typ = types.get(served, "")
+            annotation = (
+                f"#{typ[4:]}" if full and typ.startswith("Edm.") and typ not in _JSON_NATIVE else None
+            )
+            as_string = fmt.ieee754 and typ in ("Edm.Int64", "Edm.Decimal")
+            cols.append((served, canonical, annotation, as_string))
+        expands: dict[str, tuple[bool, Any, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
+        for exp in self._expansions(info, q):
+            target = self.dataset.schema.entity_sets[info.navigations[exp.nav]]
+            many = exp.nav in info.collections
+            pick = self.selection(target, exp.query) if many else None
+            expands[exp.nav] = (many, pick, self.renderer(target, exp.query, fmt, root))
+        # Full metadata links every navigation of the default selection, else the selected or expanded
+        # ones ("*" selects structural properties only, Protocol §11.2.5.1). Each navigation's control
+        # information comes right before its expanded value, after every structural property (JSON
+        # Format §4.4, the odata.streaming=true the Content-Type promises).
+        linked = {n for n in info.navigations if full and (q.select is None or n in q.select or n in expands)}
+        navs = [(n, n in linked, expands.get(n)) for n in info.navigations if n in linked or n in expands]
         ds, set_name = self.dataset, info.name
+        odata_type = f"#{self.namespace}.{info.name}"
 
         def render(row: dict[str, Any]) -> dict[str, Any]:
-            out = {served: (row.get(c) if c else None) for served, c in cols}
-            for nav, many, tcols in expands:
+            out: dict[str, Any] = {}
+            url = f"{root}/{set_name}({row['Id']})"
+            if full:
+                out["@odata.type"] = odata_type
+                out["@odata.id"] = url
+                out["@odata.readLink"] = url
+            for served, c, annotation, as_string in cols:
+                v = row.get(c) if c else None
+                if v is not None:
+                    if annotation:
+                        out[f"{served}@odata.type"] = annotation
+                    if as_string:
+                        v = str(v)
+                out[served] = v
+            for nav, link, expanded in navs:
+                if link:
+                    out[f"{nav}@odata.associationLink"] = f"{url}/{nav}/$ref"
+                    out[f"{nav}@odata.navigationLink"] = f"{url}/{nav}"
+                if expanded is None:
+                    continue
+                many, pick, sub = expanded
                 t = ds.navigate(set_name, row, nav)
                 if many:
-                    out[nav] = [{s: (x.get(c) if c else None) for s, c in tcols} for x in t]  # type: ignore[union-attr]
+                    rows, count = pick(t)
+                    if count is not None:
+                        out[f"{nav}@odata.count"] = str(count) if fmt.ieee754 else count
+                    out[nav] = [sub(x) for x in rows]
                 else:
-                    out[nav] = None if t is None else {s: (t.get(c) if c else None) for s, c in tcols}  # type: ignore[union-attr]
+                    out[nav] = None if t is None else sub(t)  # type: ignore[arg-type]
             return out
 
         return render
 
-    def encoder(self, info: EntityTypeInfo, q: Query) -> Callable[[dict[str, Any]], bytes]:
+    def encoder(
+        self, info: EntityTypeInfo, q: Query, fmt: JsonFormat | None = None, root: str = ""
+    ) -> Callable[[dict[str, Any]], bytes]:
         """Like :meth:`renderer`, returning each row's JSON bytes, memoised until the dataset changes.
 
-        Pages are the server's hot path; a row is encoded once per distinct ``$select``/``$expand``.
+        Pages are the server's hot path; a row is encoded once per distinct ``$select``/``$expand``,
+        format and service root.
         """
-        render = self.renderer(info, q)
+        fmt = fmt or MINIMAL
+        render = self.renderer(info, q, fmt, root)
         ds = self.dataset
         if self._encoded_version != ds.version or len(self._encoded) > 16:
             self._encoded.clear()
             self._encoded_version = ds.version
-        key = (info.name, tuple(q.select or ()), tuple((e.nav, tuple(e.select or ())) for e in q.expand))
+        key = (info.name, repr((q.select, q.expand, q.expand_all)), fmt, root)
         cache = self._encoded.setdefault(key, {})
 
         def encode(row: dict[str, Any]) -> bytes:
@@ -619,12 +852,31 @@ class View:
 
         return encode
 
+    def context_select(self, q: Query) -> str:
+        """The select list of a context URL: ``(Id,Nummer,Document(Id))`` or ``""`` (Protocol v4.01
+        §10.7-10.10).
+
+        Lists the ``$select``ed properties, then each expanded navigation that has a nested ``$select`` or
+        ``$expand``, suffixed with its own list, in the OData 4.0 form the service's ``OData-Version: 4.0``
+        promises (an expansion without nested options is left out). A list of expansions only means
+        every structural property is selected.
+        """
+        items = list(q.select or [])
+        for exp in q.expand:
+            if exp.query.select or exp.query.expand or exp.query.expand_all:
+                items.append(f"{exp.nav}{self.context_select(exp.query) or '()'}")
+        return f"({','.join(items)})" if items else ""
+
     def sort_key(self, info: EntityTypeInfo, orderby: str) -> Callable[[dict[str, Any]], tuple]:
         keys = []
         for part in _split_top_level(orderby, ","):
             bits = part.split()
+            if len(bits) == 2:
+                bits[1] = bits[1].lower()  # ABNF literals are case-insensitive (RFC 5234 §2.3)
             if not bits or len(bits) > 2 or (len(bits) == 2 and bits[1] not in ("asc", "desc")):
                 raise ODataError(400, f"{_INVALID}Syntax error in $orderby at '{part}'.")
+            if "/" in bits[0] or "(" in bits[0]:
+                raise not_implemented(f"The $orderby expression '{bits[0]}' (only property names)")
             getter = self.getter(info, bits[0])
             norm = self.normalizer(self.prop_type(info, bits[0]))
             keys.append((getter, norm, len(bits) == 2 and bits[1] == "desc"))
@@ -640,11 +892,15 @@ class View:
 
         return key
 
-    def query(self, entity_set: str, q: Query, page_size: int) -> Page:
-        """The page of ``entity_set`` answering ``q`` (call under ``dataset.lock``)."""
+    def query(self, entity_set: str, q: Query, page_size: int, ids: list[str] | None = None) -> Page:
+        """The page of ``entity_set`` answering ``q`` (call under ``dataset.lock``).
+
+        ``ids``: the candidates in server order (a navigation's related rows); every row when None.
+        """
         ds = self.dataset
         info = ds.schema.entity_sets[entity_set]
         rows = ds.rows[entity_set]
+        all_ids = ds.sorted_ids(entity_set) if ids is None else ids
         pred = self.compile_filter(info, q.filter) if q.filter else None
         limit = page_size if q.top is None else min(q.top, page_size)
 
@@ -654,10 +910,10 @@ class View:
                 if pred is None or pred(r):
                     yield r
 
-        count = sum(1 for _ in matching(ds.sorted_ids(entity_set))) if q.count else None
+        count = sum(1 for _ in matching(all_ids)) if q.count else None
         if q.orderby:
             key = self.sort_key(info, q.orderby)
-            ordered = sorted(matching(ds.sorted_ids(entity_set)), key=key)
+            ordered = sorted(matching(all_ids), key=key)
             start = 0
             if q.skiptoken:
                 anchor = rows.get(q.skiptoken)
@@ -673,7 +929,7 @@ class View:
             def offset() -> int:
                 return offset_value
         else:
-            ids = ds.sorted_ids(entity_set)
+            ids = all_ids
             start = 0
             if q.skiptoken:
                 start = bisect.bisect_right(ids, guid_sort_key(q.skiptoken), key=guid_sort_key)
@@ -695,10 +951,12 @@ class View:
         next_id = page[-1]["Id"] if more and q.top is None and page else None
         return Page(page, next_id, count, offset)
 
-    def count(self, entity_set: str, q: Query) -> int:
+    def count(self, entity_set: str, q: Query, ids: list[str] | None = None) -> int:
+        """How many rows of ``entity_set`` (or of the candidates ``ids``) match ``q``'s ``$filter``."""
         info = self.dataset.schema.entity_sets[entity_set]
         pred = self.compile_filter(info, q.filter) if q.filter else None
-        rows = self.dataset.rows[entity_set].values()
+        by_id = self.dataset.rows[entity_set]
+        rows = by_id.values() if ids is None else (by_id[i] for i in ids if i in by_id)
         return sum(1 for r in rows if pred is None or pred(r))
 
 

@@ -6,6 +6,15 @@
         server.set_faults(FaultConfig())    # change faults at run time
         server.dataset.mutate(seed=2)       # change the data between loads
 
+What it serves follows the OData v4.01 Protocol, URL Conventions and JSON Format (answering
+``OData-Version: 4.0`` as the real API does): content negotiation by ``$format`` and ``Accept``
+(:mod:`include.tk_replay.formats`), the control information of ``odata.metadata=minimal|full|none``,
+context URLs, the resource paths ``Set``, ``Set/$count``, ``Set(key)``, ``Set(key)/Nav[(key)]``,
+``…/Nav/$count``, ``…/Nav/$ref``, ``Set(key)/Prop[/$value]`` and ``Set(key)/resource`` (a row's file), and
+the query engine of :mod:`include.tk_replay.odata`. Valid OData it does not implement is HTTP 501, a
+malformed request 400, a format it cannot give 406, a write 405, each with the OData error body
+(``tests/test_odata_conformance.py`` names the section each behaviour follows).
+
 Admin endpoints (not part of the TK API): ``GET /_faults`` (config and counts), ``POST /_faults`` (a JSON
 :class:`FaultConfig`; ``{}`` clears), ``GET /_stats``, ``POST /_mutate`` (``{"seed": 1, "fraction": 0.05}``).
 """
@@ -20,7 +29,7 @@ import socket
 import struct
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,7 +38,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from include.loaders.api_profiles import PROFILES, ApiProfile
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.faults import FaultConfig, FaultInjector
-from include.tk_replay.odata import ODataError, View, parse_query
+from include.tk_replay.formats import negotiate_json, negotiate_metadata
+from include.tk_replay.odata import MINIMAL, JsonFormat, ODataError, Query, View, not_implemented, parse_query
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +47,8 @@ _JSON = (
     "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
 )
 _SERVER_ERROR = "An error has occurred."
-_KEY_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\((.*)\))?(/\$count)?$")
+_SEGMENT_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\((.*)\))?$")
+_INVALID = "The query specified in the URI is not valid. "
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -54,6 +65,20 @@ def _without_id(rendered: bytes) -> bytes:
 
 def _error_body(message: str) -> bytes:
     return _dumps({"error": {"code": "", "message": message}})
+
+
+def _single_options(q: Query) -> None:
+    """A single entity takes ``$select``, ``$expand`` and ``$format`` only (Protocol v4.01 §11.2.2)."""
+    for name, given in (
+        ("$filter", q.filter),
+        ("$orderby", q.orderby),
+        ("$top", q.top is not None),
+        ("$skip", q.skip),
+        ("$count", q.count),
+        ("$skiptoken", q.skiptoken),
+    ):
+        if given:
+            raise ODataError(400, f"{_INVALID}The query option '{name}' does not apply to a single entity.")
 
 
 def profile_metadata(
@@ -102,18 +127,24 @@ class _Handler(BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
         declared_length: int | None = None,
     ) -> None:
-        reason = HTTPStatus(status).phrase
-        lines = [
-            f"HTTP/1.1 {status} {reason}",
-            f"Content-Type: {content_type}",
-            f"Content-Length: {len(body) if declared_length is None else declared_length}",
-            "OData-Version: 4.0",
-        ]
+        head = self._head(
+            status, content_type, len(body) if declared_length is None else declared_length, headers
+        )
+        self.server.replay._count(f"http_{status}")  # before the write: a client may look at once
+        self.wfile.write(head + body)
+
+    def _head(
+        self, status: int, content_type: str, length: int, headers: Mapping[str, str] | None = None
+    ) -> bytes:
+        """The status line and headers of a response of ``length`` bytes."""
+        lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+        if status != 204:
+            lines += [f"Content-Type: {content_type}", f"Content-Length: {length}"]
+        lines.append("OData-Version: 4.0")
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         if self.close_connection:
             lines.append("Connection: close")
-        self.server.replay._count(f"http_{status}")  # before the write: a client may look at once
-        self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
     def _error(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
         self._send(status, _error_body(message), headers=headers)
@@ -133,6 +164,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(500, _SERVER_ERROR)
 
     def do_POST(self) -> None:
+        if self.path not in ("/_faults", "/_mutate"):
+            return self._not_allowed()
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b"{}"
         replay = self.server.replay
@@ -147,9 +180,26 @@ class _Handler(BaseHTTPRequestHandler):
                 )
                 self._send(200, _dumps(report.to_json()))
             else:
-                self._error(404, f"No admin resource at '{self.path}'.")
+                self._not_allowed()
         except (ValueError, TypeError) as e:
             self._error(400, f"Bad admin request to {self.path}: {e}")
+
+    def _not_allowed(self) -> None:
+        """Every TK resource is read-only: 405 Method Not Allowed (Protocol v4.01 §9.2.2), ``Allow: GET``;
+        a batch request (``POST …/$batch``, Protocol §11.7) is valid OData not implemented here: 501."""
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if self.command == "POST" and urlsplit(self.path).path.rstrip("/").endswith("/$batch"):
+            return self._error(501, "Batch requests ($batch) are not implemented by the replay server.")
+        self._error(
+            405,
+            f"The TK API is read-only: {self.command} is not allowed on '{urlsplit(self.path).path}' "
+            "(only GET).",
+            headers={"Allow": "GET"},
+        )
+
+    do_PUT = do_PATCH = do_DELETE = do_MERGE = _not_allowed
 
     # -- routing -------------------------------------------------------------------------------------
     def _get(self) -> None:
@@ -177,28 +227,249 @@ class _Handler(BaseHTTPRequestHandler):
             if self._inject(replay, data_request=data_request, rest=rest):
                 return
         try:
-            if rest == "$metadata":
-                return self._send(200, replay.metadata(profile.name).encode("utf-8"), "application/xml")
-            if rest == "":
-                sets = [{"name": s, "kind": "EntitySet", "url": s} for s in view.dataset.schema.entity_sets]
-                return self._send(200, _dumps({"@odata.context": f"{root}/$metadata", "value": sets}))
-            m = _KEY_RE.match(rest)
-            if not m or m.group(1) not in view.dataset.schema.entity_sets:
-                return self._error(
-                    404, f"No HTTP resource was found that matches the request URI '{self._url()}'."
-                )
-            entity_set, key, count_path = m.groups()
             params = parse_qsl(split.query, keep_blank_values=True)
+            accept = self.headers.get("Accept")
+            if rest == "$metadata":
+                negotiate_metadata(dict(params).get("$format"), accept)
+                return self._send(200, replay.metadata(profile.name).encode("utf-8"), "application/xml")
             q = parse_query(params, profile)
-            if key is not None:
-                return self._single(view, root, entity_set, key, q, count_path)
-            if count_path:
+            if rest == "":
+                fmt = negotiate_json(q.format, accept)
+                sets = [{"name": s, "kind": "EntitySet", "url": s} for s in view.dataset.schema.entity_sets]
+                return self._send_json({"value": sets}, fmt, f"{root}/$metadata")
+            return self._resource(view, profile, root, rest, q, split.query)
+        except ODataError as e:
+            return self._error(e.status, e.message)
+
+    def _resource(
+        self, view: View, profile: ApiProfile, root: str, rest: str, q: Query, raw_query: str
+    ) -> None:
+        """Route a resource path (URL Conventions v4.01 §4): ``Set``, ``Set/$count``, ``Set(key)`` and
+        what follows a key: ``/Nav``, ``/Nav(key)``, ``/Nav/$count``, ``/Nav/$ref``, ``/Prop``,
+        ``/Prop/$value`` and ``/resource`` (the media of a row with ``ContentType``/``ContentLength``)."""
+        sets = view.dataset.schema.entity_sets
+        segments = rest.split("/")
+        m = _SEGMENT_RE.match(segments[0])
+        if not m or m.group(1) not in sets:
+            raise ODataError(404, f"No HTTP resource was found that matches the request URI '{self._url()}'.")
+        entity_set, key = m.groups()
+        info = sets[entity_set]
+        tail = segments[1:]
+        if key is None:
+            if not tail:
+                fmt = negotiate_json(q.format, self.headers.get("Accept"))
+                return self._collection(view, profile, root, entity_set, q, raw_query, fmt=fmt)
+            if tail == ["$count"]:
                 with view.dataset.lock:
                     n = view.count(entity_set, q)
                 return self._send(200, str(n).encode(), "text/plain; charset=utf-8")
-            return self._collection(view, profile, root, entity_set, q, split.query)
-        except ODataError as e:
-            return self._error(e.status, e.message)
+            return self._no_segment(entity_set, tail[0])
+        if not tail:
+            _single_options(q)
+            fmt = negotiate_json(q.format, self.headers.get("Accept"))
+            with view.dataset.lock:
+                row = self._lookup(view, entity_set, key)
+                body = view.renderer(info, q, fmt, root)(row)
+            context = f"{root}/$metadata#{entity_set}{view.context_select(q)}/$entity"
+            return self._send_json(body, fmt, context)
+        head = tail[0]
+        if head == "$count":
+            raise ODataError(
+                400, f"{_INVALID}$count is not a collection: '{entity_set}({key})' is one entity."
+            )
+        if head in ("resource", "Resource") and len(tail) == 1:
+            return self._media(view, entity_set, key)
+        if head == "$value":
+            raise ODataError(
+                400,
+                f"{_INVALID}'{entity_set}' is not a media entity, so it has no $value (Protocol v4.01 "
+                f"§11.2.3); a row's file is at {entity_set}(<id>)/resource.",
+            )
+        if tail == ["$ref"]:
+            with view.dataset.lock:
+                row = self._lookup(view, entity_set, key)
+            fmt = negotiate_json(q.format, self.headers.get("Accept"))
+            return self._send_json(
+                {"@odata.id": f"{root}/{entity_set}({row['Id']})"}, fmt, f"{root}/$metadata#$ref"
+            )
+        nm = _SEGMENT_RE.match(head)
+        if nm and nm.group(1) in info.navigations:
+            return self._navigation(
+                view, profile, root, entity_set, key, nm.group(1), nm.group(2), tail[1:], q, raw_query
+            )
+        if head in view.served_properties(info) and (len(tail) == 1 or tail[1:] == ["$value"]):
+            return self._property(view, root, entity_set, key, head, raw=len(tail) == 2, q=q)
+        return self._no_segment(f"{entity_set}({key})", head)
+
+    def _no_segment(self, parent: str, segment: str) -> None:
+        """A path segment the service does not serve after ``parent``: 501 for OData's own segments
+        (``$ref`` of a set, ``$value``, ``$entity``…), else 404."""
+        if segment in ("$ref", "$value", "$entity", "$all", "$crossjoin", "$batch", "$each", "$filter"):
+            raise not_implemented(f"The path segment '{segment}' after '{parent}'")
+        raise ODataError(
+            404,
+            f"No HTTP resource was found that matches the request URI '{self._url()}': '{parent}' has no "
+            f"navigation or property '{segment}'.",
+        )
+
+    def _lookup(self, view: View, entity_set: str, key: str) -> dict[str, Any]:
+        """The row of ``entity_set`` with ``key`` (``<guid>`` or ``Id=<guid>``); 400 or 404 as the API does.
+        Call under ``dataset.lock``."""
+        k = key.strip()
+        if k.startswith("Id="):
+            k = k[3:].strip()
+        if not _GUID_RE.match(k):
+            raise ODataError(
+                400,
+                f"The query specified in the URI is not valid. Bad Request - Error in query "
+                f"syntax: the key '{key}' is not a valid Edm.Guid (write it unquoted, without guid'…').",
+            )
+        row = view.dataset.rows[entity_set].get(k.lower())
+        if row is None:
+            info = view.dataset.schema.entity_sets[entity_set]
+            raise ODataError(404, f"No entity of type '{view.namespace}.{info.name}' with key '{k}' exists.")
+        return row
+
+    def _navigation(
+        self,
+        view: View,
+        profile: ApiProfile,
+        root: str,
+        entity_set: str,
+        key: str,
+        nav: str,
+        nav_key: str | None,
+        tail: list[str],
+        q: Query,
+        raw_query: str,
+    ) -> None:
+        """``Set(key)/Nav…``: Protocol v4.01 §11.2.7 Requesting Related Entities: a collection with the
+        query options of a set, paging included, or the single related entity (204 No Content when null,
+        §9.1.4); ``/$count`` (URL Conventions §4.8) and ``/$ref`` (Protocol §11.2.8) after it."""
+        ds = view.dataset
+        info = ds.schema.entity_sets[entity_set]
+        target_set = info.navigations[nav]
+        target = ds.schema.entity_sets.get(target_set)
+        if target is None:
+            raise ODataError(404, f"The navigation '{nav}' of '{entity_set}' has no entity set here.")
+        many = nav in info.collections
+        path = f"{entity_set}({key})/{nav}"
+        if nav_key is not None and not many:
+            raise ODataError(400, f"{_INVALID}'{nav}' is single-valued: it takes no key.")
+
+        def related() -> list[str]:  # under dataset.lock
+            row = self._lookup(view, entity_set, key)
+            found = ds.navigate(entity_set, row, nav)
+            if many:
+                return [t["Id"] for t in found]  # type: ignore[union-attr]
+            return [] if found is None else [found["Id"]]  # type: ignore[index]
+
+        if many and nav_key is None:
+            if not tail:
+                fmt = negotiate_json(q.format, self.headers.get("Accept"))
+                return self._collection(
+                    view, profile, root, target_set, q, raw_query, fmt=fmt, path=path, ids_of=related
+                )
+            if tail == ["$count"]:
+                with ds.lock:
+                    n = view.count(target_set, q, related())
+                return self._send(200, str(n).encode(), "text/plain; charset=utf-8")
+            if tail == ["$ref"]:
+                return self._references(view, root, target_set, q, related, many=True)
+            return self._no_segment(path, tail[0])
+        if tail == ["$ref"] and nav_key is None:
+            return self._references(view, root, target_set, q, related, many=False)
+        if tail:
+            name = _SEGMENT_RE.match(tail[0])
+            if name and (
+                name.group(1) in target.navigations or name.group(1) in view.served_properties(target)
+            ):
+                raise not_implemented(f"A path beyond the navigation '{path}' ('{tail[0]}')")
+            return self._no_segment(path, tail[0])
+        _single_options(q)
+        fmt = negotiate_json(q.format, self.headers.get("Accept"))
+        body = None
+        with ds.lock:
+            ids = related()
+            if nav_key is not None:
+                wanted = self._lookup(view, target_set, nav_key)["Id"]
+                if wanted not in ids:
+                    raise ODataError(
+                        404, f"No entity with key '{nav_key}' is related to '{entity_set}({key})' by '{nav}'."
+                    )
+                ids = [wanted]
+            if ids:
+                body = view.renderer(target, q, fmt, root)(ds.rows[target_set][ids[0]])
+        if body is None:
+            return self._send(204, b"")
+        return self._send_json(body, fmt, f"{root}/$metadata#{target_set}{view.context_select(q)}/$entity")
+
+    def _references(
+        self, view: View, root: str, target_set: str, q: Query, related: Any, *, many: bool
+    ) -> None:
+        """``Set(key)/Nav/$ref``: the entity references an ``@odata.associationLink`` points to
+        (Protocol v4.01 §11.2.8 and §10.11-10.12; JSON Format v4.01 §14 Entity Reference)."""
+        if q.select or q.expand or q.expand_all:
+            raise ODataError(400, f"{_INVALID}$select and $expand do not apply to entity references.")
+        fmt = negotiate_json(q.format, self.headers.get("Accept"))
+        ds = view.dataset
+        with ds.lock:
+            ids = related()
+            if many:
+                rows, count = view.selection(ds.schema.entity_sets[target_set], q)(
+                    [ds.rows[target_set][i] for i in ids]
+                )
+        if not many:
+            if not ids:
+                return self._send(204, b"")
+            return self._send_json(
+                {"@odata.id": f"{root}/{target_set}({ids[0]})"}, fmt, f"{root}/$metadata#$ref"
+            )
+        body = {"value": [{"@odata.id": f"{root}/{target_set}({r['Id']})"} for r in rows]}
+        if count is not None:
+            body = {"@odata.count": str(count) if fmt.ieee754 else count, **body}
+        return self._send_json(body, fmt, f"{root}/$metadata#Collection($ref)")
+
+    def _property(
+        self, view: View, root: str, entity_set: str, key: str, prop: str, *, raw: bool, q: Query
+    ) -> None:
+        """``Set(key)/Prop`` (Protocol v4.01 §11.2.4, context URL §10.13) and ``/Prop/$value``
+        (§11.2.4.1, text/plain); a null value is 204 No Content."""
+        info = view.dataset.schema.entity_sets[entity_set]
+        with view.dataset.lock:
+            row = self._lookup(view, entity_set, key)
+            value = view.getter(info, prop)(row)
+        if value is None:
+            return self._send(204, b"")
+        if raw:
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            return self._send(200, text.encode("utf-8"), "text/plain; charset=utf-8")
+        fmt = negotiate_json(q.format, self.headers.get("Accept"))
+        typ = view.prop_type(info, prop)
+        body: dict[str, Any] = {}
+        if fmt.metadata == "full" and typ not in ("Edm.String", "Edm.Boolean", "Edm.Double"):
+            body["@odata.type"] = "#" + typ.removeprefix("Edm.")  # JSON Format §4.5.3
+        body["value"] = str(value) if fmt.ieee754 and typ in ("Edm.Int64", "Edm.Decimal") else value
+        return self._send_json(body, fmt, f"{root}/$metadata#{entity_set}({row['Id']})/{prop}")
+
+    def _media(self, view: View, entity_set: str, key: str) -> None:
+        """``Set(key)/resource``: the row's file, ``ContentType`` as Content-Type and exactly
+        ``ContentLength`` bytes, streamed; 404 for a row without them, as the real API answers."""
+        ds = view.dataset
+        with ds.lock:
+            row = self._lookup(view, entity_set, key)
+            content_type, length = row.get("ContentType"), row.get("ContentLength")
+            if not content_type or not isinstance(length, int) or length < 0:
+                raise ODataError(
+                    404,
+                    f"'{entity_set}({row['Id']})' has no resource: its ContentType or ContentLength is null.",
+                )
+            chunks = ds.resource_chunks(row["Id"], length)
+            length = ds.resource_length(row["Id"], length)
+        self.server.replay._count("http_200")
+        self.wfile.write(self._head(200, content_type, length))
+        for chunk in chunks:
+            self.wfile.write(chunk)
 
     def _authorized(self, expected: tuple[str, str]) -> bool:
         """Whether the request carries HTTP basic credentials equal to ``expected`` (user, password)."""
@@ -237,38 +508,28 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
-    def _single(
-        self, view: View, root: str, entity_set: str, key: str, q: Any, count_path: str | None
-    ) -> None:
-        if count_path:
-            raise ODataError(400, "The query specified in the URI is not valid. $count is not a collection.")
-        k = key.strip()
-        if k.startswith("Id="):
-            k = k[3:]
-        if not _GUID_RE.match(k):
-            raise ODataError(
-                400,
-                f"The query specified in the URI is not valid. Bad Request - Error in query "
-                f"syntax: the key '{key}' is not a valid Edm.Guid (write it unquoted, without guid'…').",
-            )
-        info = view.dataset.schema.entity_sets[entity_set]
-        with view.dataset.lock:
-            row = view.dataset.rows[entity_set].get(k.lower())
-            if row is None:
-                raise ODataError(
-                    404, f"No entity of type '{view.namespace}.{info.name}' with key '{k}' exists."
-                )
-            body = {"@odata.context": f"{root}/$metadata#{entity_set}/$entity", **view.renderer(info, q)(row)}
-        self._send_body(_dumps(body))
-
     def _collection(
-        self, view: View, profile: ApiProfile, root: str, entity_set: str, q: Any, raw_query: str
+        self,
+        view: View,
+        profile: ApiProfile,
+        root: str,
+        entity_set: str,
+        q: Query,
+        raw_query: str,
+        *,
+        fmt: JsonFormat = MINIMAL,
+        path: str | None = None,
+        ids_of: Callable[[], list[str]] | None = None,
     ) -> None:
+        """A page of ``entity_set`` (or of the related rows ``ids_of()`` returns, for ``path`` =
+        ``Set(key)/Nav``) with ``@odata.count`` and ``@odata.nextLink`` (JSON Format v4.01 §13, Protocol
+        §11.2.6.7)."""
         replay = self.server.replay
         info = view.dataset.schema.entity_sets[entity_set]
+        path = path or entity_set
         with view.dataset.lock:
-            render = view.encoder(info, q)
-            page = view.query(entity_set, q, profile.page_size)
+            render = view.encoder(info, q, fmt, root)
+            page = view.query(entity_set, q, profile.page_size, ids_of() if ids_of else None)
             cfg = replay.faults.config
             if cfg.max_skip is not None and (q.skip or 0) > cfg.max_skip:
                 replay.faults.count("deep_skip")
@@ -282,10 +543,14 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             else:
                 value = b",".join([render(r) for r in page.rows])
-        parts = [b'{"@odata.context":', _dumps(f"{root}/$metadata#{entity_set}")]
+        parts = [b"{"]
+        if fmt.metadata != "none":
+            context = f"{root}/$metadata#{entity_set}{view.context_select(q)}"
+            parts += [b'"@odata.context":', _dumps(context), b","]
         if page.count is not None:
-            parts.append(b',"@odata.count":%d' % page.count)
-        parts += [b',"value":[', value, b"]"]
+            count = _dumps(str(page.count)) if fmt.ieee754 else b"%d" % page.count
+            parts += [b'"@odata.count":', count, b","]
+        parts += [b'"value":[', value, b"]"]
         if page.next_id:
             kept = [
                 p
@@ -293,23 +558,30 @@ class _Handler(BaseHTTPRequestHandler):
                 if p and unquote(p.split("=", 1)[0]) not in ("$skiptoken", "$skip")
             ]
             kept.append(f"$skiptoken=Id-{page.next_id}")
-            parts += [b',"@odata.nextLink":', _dumps(f"{root}/{entity_set}?" + "&".join(kept))]
+            parts += [b',"@odata.nextLink":', _dumps(f"{root}/{path}?" + "&".join(kept))]
         parts.append(b"}")
         replay._count("pages")  # before the write: a client may look at once
-        self._send_body(b"".join(parts))
+        self._send_body(b"".join(parts), fmt.content_type)
 
-    def _send_body(self, body: bytes) -> None:
+    def _send_json(self, body: dict[str, Any], fmt: JsonFormat, context: str) -> None:
+        """Send a JSON object led by its ``@odata.context``, unless ``odata.metadata=none`` (JSON Format
+        v4.01 §4.5.1)."""
+        if fmt.metadata != "none":
+            body = {"@odata.context": context, **body}
+        self._send_body(_dumps(body), fmt.content_type)
+
+    def _send_body(self, body: bytes, content_type: str = _JSON) -> None:
         """Send a 200 JSON body, cut in half when this request drew the truncate fault."""
         replay = self.server.replay
         if self._truncate_pending:
             half = body[: len(body) // 2]
             if replay.faults.truncate_mode() == "close":
                 self.close_connection = True
-                self._send(200, half, declared_length=len(body))
+                self._send(200, half, content_type, declared_length=len(body))
             else:
-                self._send(200, half)
+                self._send(200, half, content_type)
             return
-        self._send(200, body)
+        self._send(200, body, content_type)
 
     def handle_one_request(self) -> None:
         self._truncate_pending = False
