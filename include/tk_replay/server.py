@@ -394,6 +394,9 @@ class ReplayServer:
         if self._httpd is not None:
             return self.url
         self.stop_event.clear()
+        with self.dataset.lock:
+            for view in self.views.values():
+                view.warm()
         self._httpd = _HTTPServer((self.host, self.port), _Handler)
         self._httpd.replay = self
         self.port = self._httpd.server_address[1]
