@@ -199,8 +199,9 @@ def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_inges
             from include.loaders.reconcile import ReconciliationError, run_reconcile
 
             ctx = get_current_context()
+            chosen = (ctx["ti"].xcom_pull(task_ids="setup") or {}).get(pipeline.API_PROFILE_KEY)
             try:
-                return run_reconcile(run_id=ctx["dag_run"].run_id, params=ctx["params"])
+                return run_reconcile(run_id=ctx["dag_run"].run_id, params=ctx["params"], api_profile=chosen)
             except ReconciliationError as e:
                 raise AirflowFailException(str(e)) from e  # counts do not change by retrying
 

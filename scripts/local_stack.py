@@ -28,7 +28,7 @@ import requests
 
 from include.loaders.api import redact_url
 from include.loaders.api_profiles import DISCOVERY_ORDER, PROFILES
-from include.loaders.discovery import ApiVersionNotFound, Discovery, discover
+from include.loaders.discovery import ApiVersionNotFound, Discovery, discover, probe_version
 from include.loaders.entities import ENTITIES
 from include.loaders.settings import ApiSettings
 
@@ -314,13 +314,22 @@ def earliest_change(service_root: str) -> str:
 
 
 def find_api(settings: ApiSettings) -> Discovery | None:
-    """The TK API version ``settings`` reach (as ``setup`` finds it), or None when none answers."""
-    try:
-        return discover(settings)
-    except ApiVersionNotFound as e:
-        for attempt in e.attempts:
-            print(f"  {attempt.profile}: {attempt.url}: {attempt.reason}")
-        return None
+    """The TK API version ``settings`` reach (as ``setup`` finds it), or None when none answers; a pinned
+    version (``TK_API_PROFILE=v5``, a version path in the base URL) is asked for its ``$metadata`` too."""
+    pinned = settings.pinned_profile
+    if pinned is not None:
+        attempt = probe_version(settings, pinned)
+        if attempt.answered:
+            return Discovery(settings.with_overrides(profile=pinned), (attempt,), pinned=True)
+        attempts: tuple = (attempt,)
+    else:
+        try:
+            return discover(settings)
+        except ApiVersionNotFound as e:
+            attempts = e.attempts
+    for attempt in attempts:
+        print(f"  {attempt.profile}: {attempt.url}: {attempt.reason}")
+    return None
 
 
 def run_api_version(airflow: Airflow, dag_id: str, run_id: str) -> str | None:
