@@ -195,3 +195,9 @@ def test_setup_chooses_the_version_and_every_later_task_uses_it(dataset, neo4j_e
     assert pipeline.api_settings("v4/2.0").profile == "v4/2.0"  # auto in the environment: setup's choice
     monkeypatch.setenv("TK_API_PROFILE", "v5")
     assert pipeline.api_settings("v4/2.0").profile == "v5"  # an explicit profile wins
+
+
+def test_the_server_refuses_an_unknown_version_name_and_says_which_exist():
+    for kwargs in ({"versions": ["v6"]}, {"next_link": ["v4"]}):
+        with pytest.raises(ValueError, match=r"version\(s\) \['v[46]'\]: choose from v4/2\.0, v5"):
+            ReplayServer(Dataset.generate(1, seed=1, sets=("Zaak",)), **kwargs)
