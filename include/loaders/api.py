@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
@@ -48,6 +48,9 @@ from include.loaders.api_metadata import (
 from include.loaders.api_profiles import ApiProfile, get_profile
 from include.loaders.metrics import ApiMetrics
 from include.loaders.settings import ApiSettings
+
+if TYPE_CHECKING:
+    from include.loaders.discovery import Discovery
 
 __all__ = [
     "KEY",
@@ -251,7 +254,7 @@ class TKClient:
         self._profile: ApiProfile | None = None
         self._root = ""
         self._resolve_lock = threading.Lock()
-        self.discovery: Any = None
+        self.discovery: Discovery | None = None
         """The :class:`~include.loaders.discovery.Discovery` of an ``auto`` client, once resolved."""
         pinned = self.settings.pinned_profile
         if pinned is not None:
