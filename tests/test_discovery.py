@@ -10,12 +10,17 @@ endpoint (404) is not retried, a failing one (5xx, refused) only a bounded numbe
 from __future__ import annotations
 
 import logging
+import re
+import signal
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
 import pytest
+import requests
 
 from include.loaders import pipeline
 from include.loaders.api import TKClient
@@ -30,6 +35,7 @@ from include.loaders.settings import ApiSettings
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.faults import FaultConfig
 from include.tk_replay.server import ReplayServer
+from tests.conftest import ROOT
 from tests.loader_fixtures import dump_graph, load_all, wipe
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -201,3 +207,28 @@ def test_the_server_refuses_an_unknown_version_name_and_says_which_exist():
     for kwargs in ({"versions": ["v6"]}, {"next_link": ["v4"]}):
         with pytest.raises(ValueError, match=r"version\(s\) \['v[46]'\]: choose from v4/2\.0, v5"):
             ReplayServer(Dataset.generate(1, seed=1, sets=("Zaak",)), **kwargs)
+
+
+def test_the_command_line_serves_only_the_versions_asked_and_pages_v5_without_links():
+    """``python -m include.tk_replay --versions v5 --no-next-link v5``, a real process: v4/2.0 is a closed
+    endpoint (404), v5 answers with full pages and no ``@odata.nextLink``; auto finds v5 and reads it all."""
+    cmd = [sys.executable, "-m", "include.tk_replay", "--port", "0", "--generate", "250", "--sets", "Zaak"]
+    cmd += ["--versions", "v5", "--no-next-link", "v5"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "/OData/v5/ (no nextLink)" in line and "v4/2.0" not in line, line
+        url = re.search(r"(http://[\d.]+:\d+)/OData/v5/", line).group(1)
+        closed = requests.get(f"{url}/OData/v4/2.0/$metadata", timeout=10)
+        page = requests.get(f"{url}/OData/v5/Zaak", timeout=10).json()
+        with TKClient(settings_for(url)) as client:
+            ids = [r["Id"] for p in client.iter_pages("Zaak", select=["Id"]) for r in p]
+            assert client.profile.name == "v5"
+        stats = requests.get(f"{url}/_stats", timeout=10).json()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert closed.status_code == 404 and "error" in closed.json()
+    assert "@odata.nextLink" not in page and len(page["value"]) < 250
+    assert len(ids) == len(set(ids)) == 250
+    assert stats.get("skip_requests", 0) == 0 and stats.get("skiptoken_requests", 0) == 0
