@@ -407,8 +407,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {key:<28} {count:>8}")
     print("\nCheckpoints (tk-checkpoint list):")
     subprocess.run([str(Path(PY).parent / "tk-checkpoint"), "list"], check=False)
-    if args.stop:
-        stop(args)
+    if args.stop:  # this Airflow object started standalone: its stop() also reaps the child
+        try:
+            airflow.stop()
+        finally:
+            stop_pidfile(STATE / "tk_replay.pid")
     else:
         print(f"\nAirflow UI: {airflow.url} (admin / {airflow.password}).")
         print(f"Checkpoints: Browse -> Checkpoints in the UI ({airflow.url}/tk-checkpoints/).")
