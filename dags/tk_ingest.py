@@ -13,9 +13,11 @@ to a Vergadering) and their relationships from the TK OData API into Neo4j (conn
   into about (length / `window_days`) sub-windows holding similar numbers of changed items (the
   `plan_*` task counts them); each becomes one mapped task instance of that entity's loader, with its
   own checkpoint, so a backfill uses every worker and a failure redoes only its own window.
-* **Tasks**: `setup` checks the window, creates the Neo4j constraints, checks the API `$metadata` and
-  opens the checkpoint run (checkpoint run id = this DAG run's `run_id`). Then one task per entity,
-  `load_zaken`, `load_documents`, `load_vergaderingen`, `load_agendapunten`, `load_activiteiten`,
+* **Tasks**: `setup` checks the window, finds the API version (`TK_API_PROFILE=auto`, the default: v5,
+  then v4/2.0, by their `$metadata`; its log names the one that answered and why the other did not),
+  checks the API `$metadata`, creates the Neo4j constraints and opens the checkpoint run (checkpoint run
+  id = this DAG run's `run_id`); the plan and load tasks use the version setup chose. Then one task per
+  entity, `load_zaken`, `load_documents`, `load_vergaderingen`, `load_agendapunten`, `load_activiteiten`,
   `load_verslagen` (the original tool's loader names), independent of each other: a failed loader
   does not stop the others, and the run ends failed if any loader failed.
 * **Assets**: each loader task declares the asset of its label, `tk-graph://neo4j_default/<Label>`, as
@@ -31,7 +33,7 @@ to a Vergadering) and their relationships from the TK OData API into Neo4j (conn
   the items already written (the log says how many). `tk-checkpoint resume` clears the failed tasks of
   the latest unfinished run; `tk-checkpoint list` / `show` tell what each run did.
 
-Settings (environment): `TK_API_BASE_URL`, `TK_API_PROFILE`, `TK_CHECKPOINT_BASE`,
+Settings (environment): `TK_API_BASE_URL`, `TK_API_PROFILE` (`auto`, `v5` or `v4/2.0`), `TK_CHECKPOINT_BASE`,
 `TK_TASK_RETRIES` (default 3), `TK_TASK_RETRY_DELAY_SECONDS` (default 60, doubled per try).
 """
 
@@ -142,7 +144,9 @@ def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_inges
     def tk_ingest():
         @task(retries=1)
         def setup() -> dict[str, str]:
-            """Conf errors (unknown key, wrong type, dates out of range, end before start) fail at once:
+            """The run's window and API version (``api_profile``), handed to the plan and load tasks.
+
+            Conf errors (unknown key, wrong type, dates out of range, end before start) fail at once:
             a retry cannot fix them. Others (API or Neo4j unreachable) keep their retry."""
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -195,8 +199,9 @@ def build_dag(entities: Mapping[str, Entity] = ENTITIES, dag_id: str = "tk_inges
             from include.loaders.reconcile import ReconciliationError, run_reconcile
 
             ctx = get_current_context()
+            chosen = (ctx["ti"].xcom_pull(task_ids="setup") or {}).get(pipeline.API_PROFILE_KEY)
             try:
-                return run_reconcile(run_id=ctx["dag_run"].run_id, params=ctx["params"])
+                return run_reconcile(run_id=ctx["dag_run"].run_id, params=ctx["params"], api_profile=chosen)
             except ReconciliationError as e:
                 raise AirflowFailException(str(e)) from e  # counts do not change by retrying
 

@@ -1,5 +1,9 @@
 """The local stack without Docker: ``airflow standalone``, the offline TK API, a trigger, a summary.
 
+The TK API is found as the DAG's ``setup`` finds it (``include.loaders.discovery``: v5, then v4/2.0, by
+their ``$metadata``, unless ``TK_API_PROFILE`` pins one); when no version answers, the offline TK API
+(real samples) is started instead. The summary names the version the run used.
+
 Used by ``make run`` (``python scripts/local_stack.py run``) and by the end-to-end tests. Processes are
 started in their own session and stopped by their process id: ``airflow standalone`` only shuts down
 cleanly on SIGINT (``shared/notes/airflow-3.3.md``).
@@ -23,6 +27,8 @@ from pathlib import Path
 import requests
 
 from include.loaders.api import redact_url
+from include.loaders.api_profiles import DISCOVERY_ORDER, PROFILES
+from include.loaders.discovery import ApiVersionNotFound, Discovery, discover, probe_version
 from include.loaders.entities import ENTITIES
 from include.loaders.settings import ApiSettings
 
@@ -240,7 +246,7 @@ def start_replay(port: int) -> subprocess.Popen:
             start_new_session=True,
         )
     (STATE / "tk_replay.pid").write_text(str(proc.pid))
-    root = ApiSettings(base_url=f"http://127.0.0.1:{port}").service_root
+    root = f"http://127.0.0.1:{port}{PROFILES[DISCOVERY_ORDER[-1]].path}"  # it serves every version
     for _ in range(100):
         if api_reachable(root):
             return proc
@@ -307,6 +313,39 @@ def earliest_change(service_root: str) -> str:
     return min(dates)
 
 
+def find_api(settings: ApiSettings) -> Discovery | None:
+    """The TK API version ``settings`` reach (as ``setup`` finds it), or None when none answers; a pinned
+    version (``TK_API_PROFILE=v5``, a version path in the base URL) is asked for its ``$metadata`` too."""
+    pinned = settings.pinned_profile
+    if pinned is not None:
+        attempt = probe_version(settings, pinned)
+        if attempt.answered:
+            return Discovery(settings.with_overrides(profile=pinned), (attempt,), pinned=True)
+        attempts: tuple = (attempt,)
+    else:
+        try:
+            return discover(settings)
+        except ApiVersionNotFound as e:
+            attempts = e.attempts
+    for attempt in attempts:
+        print(f"  {attempt.profile}: {attempt.url}: {attempt.reason}")
+    return None
+
+
+def run_api_version(airflow: Airflow, dag_id: str, run_id: str) -> str | None:
+    """The API version the run's ``setup`` task used (its return value's ``api_profile``), if it ran."""
+    try:
+        resp = airflow.api(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/setup/xcomEntries/return_value"
+        )
+        value = resp.json().get("value") if resp.status_code == 200 else None
+        if isinstance(value, str):
+            value = json.loads(value)
+        return value.get("api_profile") if isinstance(value, dict) else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
 def neo4j_summary() -> dict[str, int]:
     from neo4j import GraphDatabase
 
@@ -329,18 +368,23 @@ def run(args: argparse.Namespace) -> int:
     settings = ApiSettings.from_env()  # the loaders' own TK_API_BASE_URL / TK_API_PROFILE and defaults
     base, profile = settings.base_url, settings.profile
     start_date = args.start_date
-    if api_reachable(settings.service_root):
-        print(f"TK API: {redact_url(settings.service_root)}")
+    found = find_api(settings)
+    if found is not None:
+        print(f"TK API: {found.describe()}")
         start_date = start_date or time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+        offline = False
     else:
         port = int(os.environ.get("TK_REPLAY_PORT", "8765"))
         print(
-            f"TK API {redact_url(base)} unreachable: "
+            f"TK API {redact_url(base)}: no version answered; "
             f"starting the offline TK API (real samples) on port {port}"
         )
         start_replay(port)
         base = f"http://127.0.0.1:{port}"
-        start_date = start_date or earliest_change(settings.with_overrides(base_url=base).service_root)
+        found = discover(settings.with_overrides(base_url=base))
+        print(f"Offline TK API: {found.describe()}")
+        start_date = start_date or earliest_change(found.settings.service_root)
+        offline = True
     airflow = Airflow(
         STATE / "airflow",
         port=int(os.environ.get("TK_AIRFLOW_PORT", "8080")),
@@ -356,13 +400,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"airflow dags trigger tk_ingest --conf '{json.dumps(conf)}' -r {run_id}")
     airflow.airflow("dags", "trigger", "tk_ingest", "--conf", json.dumps(conf), "-r", run_id)
     state = airflow.wait_for_run("tk_ingest", run_id, timeout=args.timeout)
-    print(f"\nRun {run_id}: {state}\n\nIn Neo4j:")
+    used = run_api_version(airflow, "tk_ingest", run_id) or found.profile
+    where = "the offline TK API (real samples)" if offline else redact_url(base)
+    print(f"\nRun {run_id}: {state}\nTK API version used: {used}, on {where}\n\nIn Neo4j:")
     for key, count in neo4j_summary().items():
         print(f"  {key:<28} {count:>8}")
     print("\nCheckpoints (tk-checkpoint list):")
     subprocess.run([str(Path(PY).parent / "tk-checkpoint"), "list"], check=False)
-    if args.stop:
-        stop(args)
+    if args.stop:  # this Airflow object started standalone: its stop() also reaps the child
+        try:
+            airflow.stop()
+        finally:
+            stop_pidfile(STATE / "tk_replay.pid")
     else:
         print(f"\nAirflow UI: {airflow.url} (admin / {airflow.password}).")
         print(f"Checkpoints: Browse -> Checkpoints in the UI ({airflow.url}/tk-checkpoints/).")

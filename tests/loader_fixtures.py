@@ -115,6 +115,7 @@ def _child_main(argv: list[str]) -> int:
     driver = GraphDatabase.driver(a.bolt, auth=("neo4j", a.password))
     driver.verify_connectivity()
     client = make_client(a.url)
+    _ = client.profile  # the API version found before READY too: the kills aim at the load itself
     print("READY", flush=True)
     results = run_loaders(
         a.entities.split(","),

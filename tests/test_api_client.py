@@ -227,7 +227,7 @@ def test_window_bounds_are_unquoted_utc_literals():
         __import__("zoneinfo").ZoneInfo("Europe/Amsterdam")
     )
     assert format_datetime(cet) == "2024-06-01T02:00:00Z"
-    client = TKClient(ApiSettings())
+    client = TKClient(ApiSettings(profile="v4/2.0"))
     url = client.build_url("Zaak", datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 7, 1, tzinfo=UTC))
     assert url == (
         "https://gegevensmagazijn.tweedekamer.nl/OData/v4/2.0/Zaak?$filter=ApiGewijzigdOp%20ge%20"
@@ -285,7 +285,10 @@ def test_get_entity_by_key(server, dataset):
 # --- settings -----------------------------------------------------------------------------------------
 def test_settings_defaults_and_environment():
     s = ApiSettings.from_env({})
-    assert s.service_root == "https://gegevensmagazijn.tweedekamer.nl/OData/v4/2.0"
+    assert s.profile == "auto" and s.pinned_profile is None  # the version is found at run time
+    with pytest.raises(ValueError, match="auto has not been resolved"):
+        _ = s.service_root  # no service root before discovery
+    assert s.service_root_of(PROFILES["v5"]) == "https://gegevensmagazijn.tweedekamer.nl/OData/v5"
     assert s.read_timeout >= 120
     s = ApiSettings.from_env(
         {
@@ -296,7 +299,7 @@ def test_settings_defaults_and_environment():
         }
     )
     assert s.service_root == "http://x:1/OData/v5" and s.read_timeout == 30 and s.max_retries == 0
-    with pytest.raises(ValueError, match=r"TK_API_PROFILE to one of v4/2\.0, v5"):
+    with pytest.raises(ValueError, match=r"to auto \(find the version\) or one of v4/2\.0, v5"):
         ApiSettings.from_env({"TK_API_PROFILE": "v6"})
     with pytest.raises(ValueError, match="TK_API_READ_TIMEOUT='soon'"):
         ApiSettings.from_env({"TK_API_READ_TIMEOUT": "soon"})

@@ -56,7 +56,9 @@ def test_the_command_line_says_in_one_line_why_it_could_not_load(tmp_path):
         (["--start", "2024-06-02", "--end", "2024-06-01"], "must be after --start"),
         (["Zaken"], "Unknown entity 'Zaken'"),
         (["--batch-size", "0"], "batch_size must be between 1 and 10000, got 0"),
-        (["Zaak"], "ApiError: TK API request failed 1 time(s), giving up: http://127.0.0.1:9/"),
+        (["Zaak"], "ApiVersionNotFound: No version of the TK API answered"),
+        (["Zaak"], "v5: http://127.0.0.1:9/OData/v5/$metadata: connection refused"),
+        (["Zaak"], "v4/2.0: http://127.0.0.1:9/OData/v4/2.0/$metadata: connection refused"),
     ]
     for extra, message in cases:
         argv = [*cmd, *extra, "--checkpoint-base", str(tmp_path)]

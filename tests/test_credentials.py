@@ -54,7 +54,7 @@ def test_every_page_carries_the_credentials_and_no_log_line_shows_them(api_log):
     text = api_log.text + str(gave_up.value) + gave_up.value.url
     for secret in (PASSWORD, quote(PASSWORD, safe=""), USER, quote(USER, safe="")):
         assert secret not in text
-    assert client.root == f"http://{server.host_port}/OData/v4/2.0"
+    assert client.root == f"http://{server.host_port}/OData/v5"  # found by discovery, with the login
 
 
 class _Recorder:
@@ -82,7 +82,8 @@ def test_the_credentials_go_to_their_own_host_only():
         {"value": [{"Id": "c"}]},
     ]
     session = _Recorder(pages)
-    client = TKClient(ApiSettings(base_url="https://u:pw@api.example"), session=session)  # type: ignore[arg-type]
+    settings = ApiSettings(base_url="https://u:pw@api.example", profile="v4/2.0")
+    client = TKClient(settings, session=session)  # type: ignore[arg-type]
     rows = [r["Id"] for page in client.iter_pages("Zaak") for r in page]
     assert rows == ["a", "b", "c"]
     assert [auth for _, auth in session.calls] == [("u", "pw"), ("u", "pw"), None]

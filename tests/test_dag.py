@@ -124,6 +124,7 @@ def test_retry_skips_the_items_done_before_the_failure(airflow_db, neo4j_empty, 
         server.url,
         tmp_path,
         TK_API_MAX_RETRIES="0",
+        TK_API_PROFILE="v4/2.0",  # n is one page of this version
         TK_TASK_RETRIES="1",
         TK_TASK_RETRY_DELAY_SECONDS="4",
     )

@@ -261,7 +261,7 @@ def test_api_error_propagates_after_saving_the_checkpoint(neo4j_empty, tmp_path)
     with replay(ds) as server:
         # every page request that reaches beyond item 300 of Activiteit answers HTTP 500
         server.set_faults(FaultConfig(fail_after_entity="Activiteit", fail_after_items=300))
-        client = make_client(server.url, max_retries=1)
+        client = make_client(server.url, max_retries=1, profile="v4/2.0")  # its pages hold 250 rows
         cp = LoaderCheckpoint(manager, "load_activiteiten")
         with pytest.raises(ApiError):
             load_entity("Activiteit", client=client, driver=neo4j_empty, checkpoint=cp, batch_size=100)

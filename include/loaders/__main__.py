@@ -2,7 +2,8 @@
 
     python -m include.loaders [ENTITY ...] [--start ISO] [--end ISO] [--run-id ID] [--checkpoint-base BASE]
 
-The TK API from ``TK_API_BASE_URL`` / ``TK_API_PROFILE`` (``ApiSettings.from_env``); Neo4j from the
+The TK API from ``TK_API_BASE_URL`` / ``TK_API_PROFILE`` (``ApiSettings.from_env``; the default ``auto``
+finds the version, v5 then v4/2.0, and logs which one answered); Neo4j from the
 Airflow connection ``--conn-id`` (default ``neo4j_default``; its ``schema`` names the database);
 checkpoints under ``--checkpoint-base`` or ``TK_CHECKPOINT_BASE`` (none when neither is set). The exit
 status is 1 when items still fail at the end, 2 when the load could not run or stopped (the API or Neo4j

@@ -5,22 +5,29 @@
         for page in client.iter_pages("Zaak", start, end, select=["Id", "Nummer"], expand=["Document"]):
             ...  # one list of canonical-named dicts per server page
 
-Paging is server-driven: the first request carries no ``$top`` and no ``$skip``, every next request is the
-server's ``@odata.nextLink`` verbatim (``$skiptoken=Id-<guid>``), so memory is one page whatever the
+Paging works on any version (:meth:`TKClient.iter_pages`): the first request carries no ``$top`` and no
+``$skip`` and asks for ``$orderby=ApiGewijzigdOp,Id``; when the server sends ``@odata.nextLink``
+(``$skiptoken=…``) it is followed verbatim; when it does not and the page is full, the next page is a
+*keyset* page: ``$top`` = the profile's cap and a filter past the last row (``ApiGewijzigdOp gt <t> or
+(ApiGewijzigdOp eq <t> and Id gt <id>)``), never a deep ``$skip``. Memory is one page whatever the
 result size. Windows are half-open ``[start, end)`` on ``ApiGewijzigdOp``; tombstones (``Verwijderd:
 true``) pass through, because a delta that filtered them out would never see a deletion. Retries are
 tenacity's (see :class:`TKClient`), honouring the server's ``Retry-After``.
+
+The version (``TK_API_PROFILE``, default ``auto``) is found on first use by
+:func:`include.loaders.discovery.discover` unless the settings pin it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
@@ -38,17 +45,22 @@ from include.loaders.api_metadata import (
     ODataSchema,
     check_requirements,
 )
-from include.loaders.api_profiles import ApiProfile
+from include.loaders.api_profiles import ApiProfile, get_profile
 from include.loaders.metrics import ApiMetrics
 from include.loaders.settings import ApiSettings
 
+if TYPE_CHECKING:
+    from include.loaders.discovery import Discovery
+
 __all__ = [
+    "KEY",
     "ApiError",
     "EntityRequirement",
     "MetadataMismatch",
     "ODataSchema",
     "TKClient",
     "format_datetime",
+    "keyset_filter",
     "redact_url",
     "split_credentials",
     "window_filter",
@@ -57,6 +69,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 WATERMARK = "ApiGewijzigdOp"
+KEY = "Id"
+"""The key of every entity: the keyset pages' tie-breaker after :data:`WATERMARK`."""
 # true on a deleted row (entities.TOMBSTONE_FLAG; the client does not import the entity table)
 TOMBSTONE = "Verwijderd"
 
@@ -71,7 +85,10 @@ class ApiError(RuntimeError):
         url: the URL of the failing request.
         status: the HTTP status, or None when no response came (connection error, timeout).
         server_message: the message of the OData error body, when there was one.
+        attempts: how many times the request was sent before giving up.
     """
+
+    attempts: int = 1
 
     def __init__(self, message: str, url: str, status: int | None = None, server_message: str | None = None):
         super().__init__(message)
@@ -125,6 +142,21 @@ def window_filter(start: datetime | None, end: datetime | None, prop: str = WATE
     if start is not None and end is not None and start >= end:
         raise ValueError(f"Empty window: start {start.isoformat()} is not before end {end.isoformat()}.")
     return " and ".join(parts) or None
+
+
+def keyset_filter(window: str | None, last_value: str | None, last_id: str, prop: str = WATERMARK) -> str:
+    """The ``$filter`` of the keyset page after the row ``(last_value, last_id)`` in the order
+    ``$orderby=<prop>,Id``: ``(<window>) and (<prop> gt <t> or (<prop> eq <t> and Id gt <id>))``.
+
+    ``last_value`` is the row's value exactly as served (all 7 fractional digits, its offset): the server
+    compares instants, and a rounded value would skip or repeat rows that share the second. A null
+    value sorts first, so past it come the later Ids with null and every non-null row.
+    """
+    if last_value is None:
+        past = f"({prop} eq null and {KEY} gt {last_id}) or {prop} ne null"
+    else:
+        past = f"{prop} gt {last_value} or ({prop} eq {last_value} and {KEY} gt {last_id})"
+    return f"({window}) and ({past})" if window else past
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -182,6 +214,11 @@ def _retry_after_seconds(value: str | None) -> float | None:
 class TKClient:
     """A client of the TK OData API for one profile (see :mod:`include.loaders.api_profiles`).
 
+    With ``TK_API_PROFILE=auto`` (the default) the profile is found on first use (the first request,
+    or reading :attr:`profile` / :attr:`root`) by :func:`include.loaders.discovery.discover`: v5, then
+    v4/2.0; :attr:`discovery` keeps the outcome. An explicit profile, or a base URL ending in a version
+    path, skips that.
+
     Args:
         settings: base URL, profile, timeouts and retry policy; ``ApiSettings.from_env()`` when None.
         session: a ``requests.Session`` to use (the client creates and owns one when None).
@@ -211,9 +248,17 @@ class TKClient:
         metrics: ApiMetrics | None = None,
     ):
         self.settings = settings or ApiSettings.from_env()
-        self.profile: ApiProfile = self.settings.api_profile
-        self.root, self._auth = split_credentials(self.settings.service_root)
-        self._auth_origin = _origin(self.root)
+        base, self._auth = split_credentials(self.settings.base_url)
+        self._auth_origin = _origin(base)
+        self._sleep = sleep
+        self._profile: ApiProfile | None = None
+        self._root = ""
+        self._resolve_lock = threading.Lock()
+        self.discovery: Discovery | None = None
+        """The :class:`~include.loaders.discovery.Discovery` of an ``auto`` client, once resolved."""
+        pinned = self.settings.pinned_profile
+        if pinned is not None:
+            self._use(self.settings.with_overrides(profile=pinned))
         self._own_session = session is None
         self._session = session or requests.Session()
         self._session.headers.setdefault("User-Agent", self.settings.user_agent)
@@ -233,6 +278,39 @@ class TKClient:
         )
         self._schema: ODataSchema | None = None
         self._metrics = metrics if metrics is not None else ApiMetrics.for_task()
+
+    # -- the version -------------------------------------------------------------------------------
+    def _use(self, settings: ApiSettings) -> None:
+        self.settings = settings
+        self._root = split_credentials(settings.service_root)[0]
+        self._profile = get_profile(settings.profile)
+
+    @property
+    def profile(self) -> ApiProfile:
+        """The API profile in use (discovered on first use when the settings say ``auto``)."""
+        if self._profile is None:
+            self._resolve()
+        assert self._profile is not None
+        return self._profile
+
+    @property
+    def root(self) -> str:
+        """The OData service root in use, without credentials (e.g. ``…/OData/v5``)."""
+        if self._profile is None:
+            self._resolve()
+        return self._root
+
+    def _resolve(self) -> None:
+        """Find the version (``auto``): once per client, whichever thread asks first."""
+        from include.loaders.discovery import discover  # it builds clients of its own
+
+        with self._resolve_lock:
+            if self._profile is not None:
+                return
+            found = discover(self.settings, session=self._session, sleep=self._sleep, metrics=self._metrics)
+            self.discovery = found
+            self._use(found.settings)
+            self._schema = found.schema
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -291,8 +369,19 @@ class TKClient:
         extra: Mapping[str, str] | None = None,
     ) -> str:
         """The first URL of a query (canonical names in, profile names out)."""
-        params: list[tuple[str, str]] = []
         flt = window_filter(start, end, self._name(entity_set, WATERMARK))
+        return self._query_url(entity_set, flt, select, expand, extra)
+
+    def _query_url(
+        self,
+        entity_set: str,
+        flt: str | None,
+        select: Sequence[str] | None = None,
+        expand: Sequence[str] | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> str:
+        """A query URL with the ``$filter`` ``flt`` (profile names) and canonical ``select``."""
+        params: list[tuple[str, str]] = []
         if flt:
             params.append(("$filter", flt))
         if select:
@@ -339,13 +428,31 @@ class TKClient:
         Args:
             entity_set: e.g. ``"Zaak"``.
             start, end: aware datetimes, the half-open window on ``ApiGewijzigdOp``; None = unbounded.
-            select: canonical property names to fetch (all when None).
+            select: canonical property names to fetch (all when None); ``ApiGewijzigdOp`` and ``Id`` are
+                added when missing, because a keyset page starts from them.
             expand: navigation names, each fetched as ``Nav($select=Id)``: a list of ``{"Id": …}``
                 for collections, a dict or None for single-valued navigations.
+
+        Rows come in ``ApiGewijzigdOp, Id`` order. Per page: an ``@odata.nextLink`` is followed verbatim;
+        without one, a page shorter than asked for ends the query (the first request, without ``$top``,
+        counts as asking for the profile's :attr:`~ApiProfile.page_cap`), and a full one is followed
+        by the keyset page past its last row (``$top`` = the cap). A server that pages with nextLink
+        over the whole query ends it by leaving the link out. No request carries ``$skip``.
         """
-        url: str | None = self.build_url(entity_set, start, end, select, expand)
+        wm, key = self._name(entity_set, WATERMARK), self._name(entity_set, KEY)
+        window = window_filter(start, end, wm)
+        if select:
+            select = [*select, *(p for p in (KEY, WATERMARK) if p not in select)]
+        order = {"$orderby": f"{wm},{key}"}
+        url: str | None = self._query_url(entity_set, window, select, expand, order)
+        cap = self.profile.page_cap
         rename = self.profile.to_canonical_map(entity_set)
-        pages = 0
+        top: int | None = None  # the $top of the current request: None for the first
+        got = 0  # rows of the current request (with the nextLinks it led to)
+        followed = False  # whether the current request led to a nextLink
+        last: dict[str, Any] | None = None
+        anchor: str | None = None  # the Id the current keyset page starts after
+        pages = keyset_pages = 0
         while url:
             body = self._get_json(url)
             rows = body.get("value") if isinstance(body, dict) else None
@@ -354,12 +461,29 @@ class TKClient:
             if rename:
                 rows = [{rename.get(k, k): v for k, v in row.items()} for row in rows]
             pages += 1
+            got += len(rows)
+            last = rows[-1] if rows else last
             yield rows
             next_url = body.get("@odata.nextLink")
-            if next_url == url:
-                raise ApiError(f"The server's @odata.nextLink points at the same page again: {url}", url, 200)
-            url = next_url
-        log.debug("TK API %s: %d page(s) of %s", self.root, pages, entity_set)
+            if next_url:
+                if next_url == url:
+                    raise ApiError(
+                        f"The server's @odata.nextLink points at the same page again: {url}", url, 200
+                    )
+                url, followed = next_url, True
+                continue
+            if (top is None and followed) or got < (top or cap) or last is None:
+                break  # the server's own paging ended, or a short page: nothing more
+            if str(last.get(KEY)) == anchor:
+                raise ApiError(f"The server ignored the keyset filter past {anchor}: {url}", url, 200)
+            anchor = str(last.get(KEY))
+            past = keyset_filter(window, last.get(WATERMARK), anchor, wm)
+            url = self._query_url(entity_set, past, select, expand, {**order, "$top": str(cap)})
+            top, got, followed = cap, 0, False
+            keyset_pages += 1
+        log.debug(
+            "TK API %s: %d page(s) of %s, %d of them keyset pages", self.root, pages, entity_set, keyset_pages
+        )
 
     def iter_entities(
         self,
@@ -460,12 +584,14 @@ class TKClient:
         """tenacity's ``retry_error_callback``: the last failure as an ApiError naming the URL."""
         failure = _failure(state)
         url = state.args[0]
-        raise ApiError(
+        error = ApiError(
             f"TK API request failed {state.attempt_number} time(s), giving up: {url}: {failure.reason}. "
             "The API may be down; retry the task later or raise TK_API_MAX_RETRIES.",
             url,
             failure.status,
-        ) from failure
+        )
+        error.attempts = state.attempt_number
+        raise error from failure
 
 
 class _Retryable(Exception):

@@ -26,9 +26,12 @@ class ApiProfile:
     """One version of the TK OData API.
 
     Attributes:
-        name: the value of ``TK_API_PROFILE`` that selects it (``v4/2.0``, ``v5``).
+        name: the value of ``TK_API_PROFILE`` that selects it (``v4/2.0``, ``v5``); the default ``auto``
+            tries :data:`DISCOVERY_ORDER` at run time.
         path: the path under the server root, e.g. ``/OData/v4/2.0``.
-        page_size: rows per server page (informational: paging is server-driven).
+        page_size: rows per server page. The client follows ``@odata.nextLink`` when the server sends it;
+            without one, a page of at least ``min(page_size, max_top)`` rows means "more may follow" and
+            the next page is asked for by keyset (``TKClient.iter_pages``).
         max_top: the largest ``$top`` the server accepts (more gives HTTP 400), or None.
         renames: per entity type (or :data:`ANY_ENTITY`), canonical name -> this profile's name.
         added_properties: per entity type, properties this profile has and v4/2.0 has not,
@@ -43,6 +46,11 @@ class ApiProfile:
     renames: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     added_properties: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     confirmed: bool = True
+
+    @property
+    def page_cap(self) -> int:
+        """The ``$top`` of a keyset page: the page size, never above :attr:`max_top`."""
+        return self.page_size if self.max_top is None else min(self.page_size, self.max_top)
 
     def renames_for(self, entity_type: str) -> dict[str, str]:
         """Canonical -> profile name for ``entity_type`` (entity-specific renames win over ``*``)."""
@@ -84,14 +92,45 @@ PROFILES: Mapping[str, ApiProfile] = MappingProxyType(
     }
 )
 
-DEFAULT_PROFILE = "v4/2.0"
+AUTO = "auto"
+"""The ``TK_API_PROFILE`` value meaning "find the version at run time" (:mod:`include.loaders.discovery`)."""
+
+DISCOVERY_ORDER: tuple[str, ...] = ("v5", "v4/2.0")
+"""The profiles ``auto`` tries, in this order, by their ``$metadata``: the newest first."""
+
+DEFAULT_PROFILE = AUTO
 
 
 def get_profile(name: str) -> ApiProfile:
-    """The profile called ``name``; a ValueError naming the known profiles otherwise."""
+    """The profile called ``name``; a ValueError naming the known profiles otherwise.
+
+    ``auto`` is not a profile: resolve it first (``include.loaders.discovery.discover``).
+    """
     try:
         return PROFILES[name]
     except KeyError:
+        if name == AUTO:
+            raise ValueError(
+                "TK_API_PROFILE=auto has not been resolved yet: the version is found by "
+                "include.loaders.discovery.discover() (TKClient does it on first use)."
+            ) from None
         raise ValueError(
-            f"Unknown TK API profile {name!r}: set TK_API_PROFILE to one of {', '.join(sorted(PROFILES))}."
+            f"Unknown TK API profile {name!r}: set TK_API_PROFILE to {AUTO} (find the version) or one of "
+            f"{', '.join(sorted(PROFILES))}."
         ) from None
+
+
+def check_profile_name(name: str) -> str:
+    """``name`` when it is ``auto`` or a key of :data:`PROFILES`; else :func:`get_profile`'s ValueError."""
+    if name != AUTO:
+        get_profile(name)
+    return name
+
+
+def profile_of_path(url: str) -> ApiProfile | None:
+    """The profile whose path ``url`` ends with (``…/OData/v5``, trailing ``/`` allowed), or None."""
+    trimmed = url.rstrip("/")
+    for profile in PROFILES.values():
+        if trimmed.endswith(profile.path):
+            return profile
+    return None

@@ -5,8 +5,9 @@ handling is made here:
 
 * :func:`resolve_window` turns the run's params and data interval into one half-open window
   ``[start, end)`` on ``ApiGewijzigdOp`` (conf overrides the interval);
-* :func:`prepare_run` is the setup task: window checks, Neo4j constraints, the API ``$metadata`` check
-  and the checkpoint run record;
+* :func:`prepare_run` is the setup task: window checks, the API version (``TK_API_PROFILE=auto``: found
+  here, once per run, and handed on to every later task as ``api_profile``), the ``$metadata`` check,
+  Neo4j constraints and the checkpoint run record;
 * :func:`plan_entity` is one entity's plan task: it cuts a long window into sub-windows of about equal
   numbers of items (:func:`balanced_split`), the inputs of that loader's mapped task instances;
 * :func:`run_loader` is one mapped loader task: it opens the checkpoint of
@@ -26,7 +27,7 @@ from typing import Any
 
 from tk_checkpoint import loader_name  # checkpoint key of a task instance: load_zaak.3
 
-from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID, MAX_BATCH_SIZE
+from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID, MAX_BATCH_SIZE, ApiSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,24 @@ MIN_DATE = datetime(1900, 1, 1, tzinfo=UTC)
 MAX_DATE = datetime(2100, 1, 1, tzinfo=UTC)
 """The supported window: ``start_date`` and ``end_date`` in [1900-01-01, 2100-01-01]. The TK data starts in
 the 2000s; outside this range OData literals and the window arithmetic break (year 1, year 9999)."""
+
+
+API_PROFILE_KEY = "api_profile"
+"""Key of the API version setup chose, in the window dicts setup and the plan tasks hand on."""
+
+
+def api_settings(chosen: str | None = None) -> ApiSettings:
+    """A task's ``ApiSettings``: the environment's, with the version setup chose (``chosen``) when the
+    environment leaves it to discovery (``auto``); an explicit ``TK_API_PROFILE`` still wins."""
+    settings = ApiSettings.from_env()
+    if chosen and settings.pinned_profile is None:
+        return settings.with_overrides(profile=chosen)
+    return settings
+
+
+def _with_profile(window: Window, chosen: str | None) -> dict[str, str]:
+    """``window`` as a dict, with the run's API version when there is one."""
+    return {**window.to_dict(), **({API_PROFILE_KEY: chosen} if chosen else {})}
 
 
 class PipelineError(RuntimeError):
@@ -239,11 +258,13 @@ def plan_entity(
 
     The number of sub-windows is the window's length divided by ``window_days``; their boundaries are
     placed so that each holds about the same number of changed items (:func:`balanced_split`). ``client``
-    answers the ``$count`` queries; when None, one is opened from the environment and closed again.
+    answers the ``$count`` queries; when None, one is opened from the environment (with the version of
+    ``window[API_PROFILE_KEY]``, setup's choice) and closed again. Each sub-window carries that version on.
     """
     if entity not in check_entities(params.get("entities") or []):
         return []
     win = Window.from_dict(window)
+    chosen = window.get(API_PROFILE_KEY)
     parts = len(split_window(win, int(params.get("window_days") or DEFAULT_WINDOW_DAYS)))
     if parts > 1:
         from include.loaders.entities import get_entity
@@ -252,9 +273,8 @@ def plan_entity(
         with contextlib.ExitStack() as opened:
             if client is None:
                 from include.loaders.api import TKClient
-                from include.loaders.settings import ApiSettings
 
-                client = opened.enter_context(TKClient(ApiSettings.from_env()))
+                client = opened.enter_context(TKClient(api_settings(chosen)))
             windows = balanced_split(win, parts, lambda a, b: client.count(entity_set, a, b))
     else:
         windows = [win]
@@ -266,7 +286,7 @@ def plan_entity(
         win.end.isoformat(),
         "".join(f"\n  [{w.start.isoformat()}, {w.end.isoformat()})" for w in windows) if parts > 1 else "",
     )
-    return [w.to_dict() for w in windows]
+    return [_with_profile(w, chosen) for w in windows]
 
 
 def checkpoint_manager(base: str | None = None):
@@ -292,7 +312,9 @@ def prepare_run(
 ) -> dict[str, str]:
     """The setup task: validate conf and window, create constraints, check the API, open the checkpoint run.
 
-    Returns the run's window (the per-entity plan tasks split it, see :func:`plan_entity`). Fails before
+    Returns the run's window (the per-entity plan tasks split it, see :func:`plan_entity`) and, under
+    :data:`API_PROFILE_KEY`, the API version it used (discovered when ``TK_API_PROFILE=auto``), which
+    every later task of the run uses (:func:`api_settings`). Fails before
     any loading with :class:`ConfError` when the conf has a key outside ``valid_keys`` (the DAG's params;
     None: not checked), a param of the wrong type, a date outside [MIN_DATE, MAX_DATE] or an empty
     window (the DAG fails those at once, without retries); and with other errors when Neo4j (or the
@@ -306,7 +328,6 @@ def prepare_run(
     from include.loaders.entities import get_entity, requirements
     from include.loaders.graph import connect, connection_database, ensure_constraints
     from include.loaders.model import model_report
-    from include.loaders.settings import ApiSettings
 
     if valid_keys is not None:
         check_conf(conf, valid_keys)
@@ -321,10 +342,10 @@ def prepare_run(
         window.end.isoformat(),
     )
 
-    settings = ApiSettings.from_env()
-    with TKClient(settings) as client:
-        schema = client.check_metadata(requirements(entities))
-        log.info("API metadata check passed (%s, profile %s)", client.root, client.profile.name)
+    with TKClient(api_settings()) as client:
+        schema = client.check_metadata(requirements(entities))  # finds the version first, when auto (logged)
+        chosen = client.profile.name
+        log.info("API metadata check passed (%s, TK API version %s)", client.root, chosen)
         api_model = model_report([get_entity(e) for e in entities], schema, client.profile, client.root)
         api_model.log(log)
 
@@ -334,7 +355,7 @@ def prepare_run(
     manager = checkpoint_manager(checkpoint_base)
     _check_run_owner(manager, run_id, dag_id)
     manager.start_new_run(run_id=run_id, dag_id=dag_id, conf=dict(conf), api_model=api_model.to_dict())
-    return window.to_dict()
+    return _with_profile(window, chosen)
 
 
 def _check_run_owner(manager: Any, run_id: str, dag_id: str) -> None:
@@ -371,8 +392,9 @@ def run_loader(
 ) -> dict[str, Any]:
     """One loader task instance: the load loop over ``window`` with the checkpoint of this task instance.
 
-    The scalar properties loaded are the served model's, from the ``$metadata`` of the API (fetched once
-    per task; :func:`include.loaders.load.load_entity`), the same model the setup task reported.
+    The API version is setup's (``window[API_PROFILE_KEY]``, see :func:`api_settings`). The scalar
+    properties loaded are the served model's, from the ``$metadata`` of the API (fetched once per
+    task; :func:`include.loaders.load.load_entity`), the same model the setup task reported.
 
     A retry or a clear of the task reopens the same checkpoint and skips what is done. Items that still
     fail after the loop's own retries fail the task (so Airflow retries it) unless the run's
@@ -383,7 +405,6 @@ def run_loader(
     from include.loaders.api import TKClient
     from include.loaders.graph import connect, connection_database
     from include.loaders.load import load_entity
-    from include.loaders.settings import ApiSettings
 
     win = Window.from_dict(window)
     manager = checkpoint_manager(checkpoint_base)
@@ -391,7 +412,7 @@ def run_loader(
     name = loader_name(task_id, map_index)
     meta = {"entity": entity, **win.to_dict()}
     with (
-        TKClient(ApiSettings.from_env()) as client,
+        TKClient(api_settings(window.get(API_PROFILE_KEY))) as client,
         connect(conn_id) as driver,
         LoaderCheckpoint(manager, name, try_number=try_number, meta=meta) as checkpoint,
     ):

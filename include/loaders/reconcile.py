@@ -113,8 +113,11 @@ def run_reconcile(
     params: Mapping[str, Any],
     conn_id: str = DEFAULT_CONN_ID,
     checkpoint_base: str | None = None,
+    api_profile: str | None = None,
 ) -> dict[str, Any]:
     """The ``reconcile`` task: count, keep the result with the checkpoint run, fail beyond tolerance.
+
+    ``api_profile`` is the API version the run's setup chose (``pipeline.api_settings``); None: found again.
 
     Returns the document; raises :class:`ReconciliationError` (its message the table) when an entity
     differs by more than ``params["reconcile_tolerance"]`` (default :data:`DEFAULT_TOLERANCE`).
@@ -124,13 +127,12 @@ def run_reconcile(
 
     from include.loaders.api import TKClient
     from include.loaders.graph import connect, connection_database
-    from include.loaders.pipeline import check_entities, checkpoint_manager
-    from include.loaders.settings import ApiSettings
+    from include.loaders.pipeline import api_settings, check_entities, checkpoint_manager
 
     tolerance = params.get("reconcile_tolerance")
     tolerance = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
     entities = check_entities(params.get("entities") or list(ENTITIES))
-    with TKClient(ApiSettings.from_env()) as client, connect(conn_id) as driver:
+    with TKClient(api_settings(api_profile)) as client, connect(conn_id) as driver:
         counts = count_entities(entities, client=client, driver=driver, database=connection_database(conn_id))
     doc = reconciliation_document(run_id, counts, tolerance, fileformat.timestamp())
     checkpoint_manager(checkpoint_base).save_reconciliation(doc)

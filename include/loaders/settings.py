@@ -17,7 +17,9 @@ The TK API client (:class:`ApiSettings`):
 |---|---|---|
 | ``TK_API_BASE_URL`` | ``https://gegevensmagazijn.tweedekamer.nl`` | server root; the profile adds its |
 | | | path. A base that already ends with it (``…/OData/v4/2.0``) is accepted too. |
-| ``TK_API_PROFILE`` | ``v4/2.0`` | API version: ``v4/2.0`` or ``v5`` (see ``api_profiles``) |
+| ``TK_API_PROFILE`` | ``auto`` | API version: ``auto`` tries ``v5``, then ``v4/2.0``, by their |
+| | | ``$metadata`` (``include.loaders.discovery``); ``v5`` or ``v4/2.0`` pins one. A base URL |
+| | | ending in a version path picks that version. |
 | ``TK_API_CONNECT_TIMEOUT`` | ``15`` | seconds to open a connection |
 | ``TK_API_READ_TIMEOUT`` | ``180`` | seconds to wait for an answer (some real queries take 23-48 s) |
 | ``TK_API_MAX_RETRIES`` | ``8`` | retries per request (5xx, 429, timeouts, broken bodies) |
@@ -33,7 +35,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from include.loaders.api_profiles import DEFAULT_PROFILE, ApiProfile, get_profile
+from include.loaders.api_profiles import (
+    AUTO,
+    DEFAULT_PROFILE,
+    ApiProfile,
+    check_profile_name,
+    get_profile,
+    profile_of_path,
+)
 
 DEFAULT_BASE_URL = "https://gegevensmagazijn.tweedekamer.nl"
 
@@ -53,7 +62,8 @@ class ApiSettings:
 
     Attributes:
         base_url: server root (``https://gegevensmagazijn.tweedekamer.nl``) or the full service root.
-        profile: API profile name, a key of ``api_profiles.PROFILES``.
+        profile: API profile name, a key of ``api_profiles.PROFILES``, or ``auto`` (the default): found
+            at run time (:meth:`pinned_profile`, ``include.loaders.discovery``).
         connect_timeout, read_timeout: seconds, passed to ``requests``.
         max_retries: retries per request after the first attempt; 0 disables retries.
         backoff_base, backoff_max: exponential backoff with full jitter, in seconds.
@@ -72,7 +82,7 @@ class ApiSettings:
     user_agent: str = "tk-neo4j-airflow (+https://github.com/; TK open data loader)"
 
     def __post_init__(self) -> None:
-        get_profile(self.profile)  # fails early with the list of known profiles
+        check_profile_name(self.profile)  # fails early with the list of known profiles
         if not self.base_url.startswith(("http://", "https://")):
             shown = re.sub(r"//[^/@]*@", "//***@", self.base_url)  # no credentials in an error
             raise ValueError(f"TK_API_BASE_URL must be an http(s) URL, got {shown!r}.")
@@ -83,16 +93,31 @@ class ApiSettings:
             raise ValueError("API settings max_retries and backoff_base must be >= 0.")
 
     @property
+    def pinned_profile(self) -> str | None:
+        """The profile chosen without asking the server: an explicit :attr:`profile`, else the version
+        path the base URL ends with (``…/OData/v5``); None when ``auto`` must ask (discovery)."""
+        if self.profile != AUTO:
+            return self.profile
+        found = profile_of_path(self.base_url)
+        return found.name if found else None
+
+    @property
     def api_profile(self) -> ApiProfile:
-        """The :class:`ApiProfile` named by :attr:`profile`."""
-        return get_profile(self.profile)
+        """The :class:`ApiProfile` of :attr:`pinned_profile`; a ValueError when ``auto`` is unresolved."""
+        return get_profile(self.pinned_profile or AUTO)
 
     @property
     def service_root(self) -> str:
         """The OData service root, e.g. ``https://gegevensmagazijn.tweedekamer.nl/OData/v4/2.0``."""
+        return self.service_root_of(self.api_profile)
+
+    def service_root_of(self, profile: ApiProfile) -> str:
+        """The service root of ``profile`` on :attr:`base_url` (a version path already there is replaced)."""
         base = self.base_url.rstrip("/")
-        path = self.api_profile.path
-        return base if base.endswith(path) else base + path
+        there = profile_of_path(base)
+        if there is not None:
+            base = base[: -len(there.path)]
+        return base + profile.path
 
     def with_overrides(self, **changes: object) -> ApiSettings:
         """A copy with some fields changed (tests, CLI flags)."""

@@ -1,4 +1,5 @@
-"""An offline TK OData API: the real samples or generated data, both API profiles, faults on demand.
+"""An offline TK OData API: the real samples or generated data, both API profiles (or one; with or
+without ``@odata.nextLink``), faults on demand.
 
 Run it with ``python -m include.tk_replay --help``; in tests use :class:`ReplayServer` directly. What
 it serves follows the entity table (``include.loaders.entities``): see :mod:`include.tk_replay.schema`.

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from include.loaders.api_profiles import PROFILES
 from include.loaders.entities import ENTITIES
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.faults import FaultConfig
@@ -23,9 +24,11 @@ examples:
   python -m include.tk_replay --port 8123 --generate 5000 --seed 1
   python -m include.tk_replay --port 8123 --generate 5000 --save /tmp/tkdata  # save, then serve
   python -m include.tk_replay --port 8123 --data /tmp/tkdata --error-rate 0.1 --throttle-rate 0.05
+  python -m include.tk_replay --port 8123 --versions v4/2.0          # v5 closed (404): auto picks v4/2.0
+  python -m include.tk_replay --port 8123 --versions v5 --no-next-link v5   # v5 pages without nextLink
 
 then point the loaders at it:
-  TK_API_BASE_URL=http://127.0.0.1:8123 TK_API_PROFILE=v4/2.0   (or v5)
+  TK_API_BASE_URL=http://127.0.0.1:8123        (TK_API_PROFILE=auto: v5 if served, else v4/2.0)
 
 any OData v4 client works (the OData v4.01 specification, see include/tk_replay/server.py):
   curl -s 'localhost:8123/OData/v4/2.0/Zaak?$top=1&$format=application/json;odata.metadata=full'
@@ -70,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TYPE.PROP",
         help="serve every profile without this property (canonical name, e.g. Zaak.Titel): absent from "
         "$metadata and the data, unknown to queries; repeatable",
+    )
+    v = p.add_argument_group("API versions")
+    v.add_argument(
+        "--versions",
+        metavar="VERSION",
+        nargs="+",
+        choices=list(PROFILES),
+        help=f"the versions served (default: all, {' '.join(PROFILES)}); the others answer 404",
+    )
+    v.add_argument(
+        "--no-next-link",
+        metavar="VERSION",
+        nargs="*",
+        choices=list(PROFILES),
+        help="these versions (none named: all) page WITHOUT @odata.nextLink: a full page and no link, "
+        "so only a client that pages by keyset gets every row",
     )
     f = p.add_argument_group("faults (rates are shares of data requests, 0..1)")
     f.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draw (default 0)")
@@ -182,7 +201,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Dataset written to {args.save}")
     if stop.requested:
         return 0
-    server = ReplayServer(dataset, host=args.host, port=args.port, faults=faults, drops=drops)
+    # ReplayServer's next_link: True (every version links), False (none does) or the versions without
+    next_link: bool | list[str] = True if args.no_next_link is None else (args.no_next_link or False)
+    server = ReplayServer(
+        dataset,
+        host=args.host,
+        port=args.port,
+        faults=faults,
+        drops=drops,
+        versions=args.versions,
+        next_link=next_link,
+    )
     try:
         url = server.start()
     except OSError as e:
@@ -190,10 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             f"tk_replay: cannot listen on {args.host}:{args.port}: {e}. Pick another --port.", file=sys.stderr
         )
         return 1
-    print(
-        f"TK replay server: {url}/OData/v4/2.0/ and {url}/OData/v5/  ({json.dumps(dataset.summary())})",
-        flush=True,
+    roots = " and ".join(
+        f"{url}{p.path}/" + ("" if name in server.next_link_versions else " (no nextLink)")
+        for name, p in server.profiles.items()
     )
+    print(f"TK replay server: {roots}  ({json.dumps(dataset.summary())})", flush=True)
     try:
         while not stop.requested and server.serving:
             time.sleep(0.1)  # a signal interrupts the sleep; the handler only sets the flag

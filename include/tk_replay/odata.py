@@ -73,6 +73,11 @@ MINIMAL = JsonFormat()
 """``application/json`` without parameters: minimal metadata (JSON Format v4.01 §3.1.1)."""
 
 
+INDEXED_ORDER = "ApiGewijzigdOp,Id"
+"""The ``$orderby`` of the loaders' pages (nextLink and keyset alike): sorted when the server starts, as a
+database keeps an index, so the first page of a large set answers as fast as the next ones."""
+
+
 class ODataError(Exception):
     """A request the server refuses: ``status`` and the message of the OData error body."""
 
@@ -643,6 +648,8 @@ class View:
         self._to_canonical: dict[str, dict[str, str | None]] = {}
         self._encoded: dict[tuple, dict[str, bytes]] = {}
         self._encoded_version = -1
+        # (entity set, $orderby) -> (dataset version, rows in that order, their sort keys)
+        self._ordered: dict[tuple[str, str], tuple[int, list[dict[str, Any]], list[tuple]]] = {}
         for info in {i.name: i for i in dataset.schema.entity_sets.values()}.values():
             renames = self.renames(info.name)
             served = {c: t for c, t in info.properties.items() if c not in self.drops.get(info.name, ())}
@@ -913,21 +920,28 @@ class View:
         count = sum(1 for _ in matching(all_ids)) if q.count else None
         if q.orderby:
             key = self.sort_key(info, q.orderby)
-            ordered = sorted(matching(all_ids), key=key)
+            if ids is None:  # the whole set: its sort is cached per dataset version
+                ordered, keys = self._in_order(entity_set, q.orderby, key)
+            else:  # a navigation's related rows
+                ordered = sorted((rows[i] for i in all_ids), key=key)
+                keys = [key(r) for r in ordered]
             start = 0
             if q.skiptoken:
                 anchor = rows.get(q.skiptoken)
                 if anchor is None:
                     raise ODataError(400, f"{_INVALID}The skiptoken refers to an unknown Id '{q.skiptoken}'.")
-                start = bisect.bisect_right(ordered, key(anchor), key=key)
-            start += q.skip
-            window = ordered[start : start + limit + 1]
+                start = bisect.bisect_right(keys, key(anchor))
+            # every row in order from the anchor on (the sort is cached; only the filter runs per page)
+            it = (r for r in ordered[start:] if pred is None or pred(r))
+            for _ in range(q.skip):
+                if next(it, None) is None:
+                    break
+            window = [r for _, r in zip(range(limit + 1), it, strict=False)]
             more = len(window) > limit
             page = window[:limit]
-            offset_value = start
 
             def offset() -> int:
-                return offset_value
+                return sum(1 for r in ordered[:start] if pred is None or pred(r)) + q.skip
         else:
             ids = all_ids
             start = 0
@@ -950,6 +964,26 @@ class View:
 
         next_id = page[-1]["Id"] if more and q.top is None and page else None
         return Page(page, next_id, count, offset)
+
+    def warm(self) -> None:
+        """Sort every entity set by :data:`INDEXED_ORDER` now (call under ``dataset.lock``)."""
+        for entity_set, info in self.dataset.schema.entity_sets.items():
+            if self.dataset.rows.get(entity_set) and "ApiGewijzigdOp" in self._types.get(info.name, {}):
+                self._in_order(entity_set, INDEXED_ORDER, self.sort_key(info, INDEXED_ORDER))
+
+    def _in_order(
+        self, entity_set: str, orderby: str, key: Callable[[dict[str, Any]], tuple]
+    ) -> tuple[list[dict[str, Any]], list[tuple]]:
+        """All rows of ``entity_set`` sorted by ``key`` (``orderby``) and their keys, cached per version."""
+        ds = self.dataset
+        cached = self._ordered.get((entity_set, orderby))
+        if cached is None or cached[0] != ds.version:
+            if len(self._ordered) > 2 * len(ds.rows) + 16:  # the indexed order of every set, and some more
+                self._ordered.clear()
+            decorated = sorted(((key(r), r) for r in ds.rows[entity_set].values()), key=lambda kr: kr[0])
+            cached = (ds.version, [r for _, r in decorated], [k for k, _ in decorated])
+            self._ordered[(entity_set, orderby)] = cached
+        return cached[1], cached[2]
 
     def count(self, entity_set: str, q: Query, ids: list[str] | None = None) -> int:
         """How many rows of ``entity_set`` (or of the candidates ``ids``) match ``q``'s ``$filter``."""

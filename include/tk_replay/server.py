@@ -208,6 +208,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(401, "Authorization has been denied for this request.")
         split = urlsplit(self.path)
         path = unquote(split.path)
+        names = {unquote(p.split("=", 1)[0]) for p in split.query.split("&") if p}
+        if "$skip" in names:
+            replay._count("skip_requests")  # tests assert that no load pages with $skip
+        if "$skiptoken" in names:
+            replay._count("skiptoken_requests")
         if path == "/_faults":
             return self._send(200, _dumps(replay.fault_status()))
         if path == "/_stats":
@@ -551,7 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
             count = _dumps(str(page.count)) if fmt.ieee754 else b"%d" % page.count
             parts += [b'"@odata.count":', count, b","]
         parts += [b'"value":[', value, b"]"]
-        if page.next_id:
+        if page.next_id and profile.name in replay.next_link_versions:
             kept = [
                 p
                 for p in raw_query.split("&")
@@ -601,7 +606,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class ReplayServer:
-    """An offline TK OData API over a :class:`Dataset`, serving every profile of ``PROFILES``.
+    """An offline TK OData API over a :class:`Dataset`, serving the profiles of ``PROFILES`` (all, or some).
 
     Args:
         dataset: what to serve; the real samples when None.
@@ -615,6 +620,14 @@ class ReplayServer:
         basic_auth: (user, password) every GET must carry as HTTP basic auth, else HTTP 401 (None: no
             login). ``@odata.nextLink`` is built from the ``Host`` header, without credentials, as a real
             server does.
+        versions: the profile names served (None: all of ``PROFILES``); the path of one not served
+            answers HTTP 404 with the OData error body, as a closed endpoint does.
+        next_link: True: every served version pages with ``@odata.nextLink`` (when the request has no
+            ``$top``, as the real v4/2.0 does); False, or the names of some versions: those page WITHOUT
+            it, a page of ``page_size`` rows and nothing to say more exist (a client that only follows
+            nextLinks silently gets the first page: the v5 to fear).
+
+    ``$top`` above a profile's ``max_top`` is HTTP 400 (:func:`~include.tk_replay.odata.parse_query`).
     """
 
     def __init__(
@@ -627,11 +640,20 @@ class ReplayServer:
         drift: Mapping[str, Mapping[str, str]] | None = None,
         drops: Mapping[str, Iterable[str]] | None = None,
         basic_auth: tuple[str, str] | None = None,
+        versions: Iterable[str] | None = None,
+        next_link: bool | Iterable[str] = True,
     ):
         self.dataset = dataset if dataset is not None else Dataset.samples()
         self.host = host
         self.port = port
-        self.profiles: dict[str, ApiProfile] = dict(PROFILES)
+        served = set(PROFILES) if versions is None else set(versions)
+        without = (set() if next_link else set(PROFILES)) if isinstance(next_link, bool) else set(next_link)
+        unknown = sorted((served | without) - set(PROFILES))
+        if unknown:
+            raise ValueError(f"Unknown API version(s) {unknown}: choose from {', '.join(PROFILES)}.")
+        self.profiles: dict[str, ApiProfile] = {n: p for n, p in PROFILES.items() if n in served}
+        self.next_link_versions = frozenset(self.profiles) - without
+        """The served versions that page with ``@odata.nextLink``."""
         drift_d = {k: dict(v) for k, v in (drift or {}).items()}
         drops_d = {k: frozenset(v) for k, v in (drops or {}).items()}
         self.views = {name: View(self.dataset, p, drift_d, drops_d) for name, p in self.profiles.items()}
@@ -661,6 +683,9 @@ class ReplayServer:
         if self._httpd is not None:
             return self.url
         self.stop_event.clear()
+        with self.dataset.lock:
+            for view in self.views.values():
+                view.warm()
         self._httpd = _HTTPServer((self.host, self.port), _Handler)
         self._httpd.replay = self
         self.port = self._httpd.server_address[1]
@@ -717,8 +742,9 @@ class ReplayServer:
         return f"http://{self.host_port}"
 
     def service_root(self, profile: str = "v4/2.0") -> str:
-        """The OData service root of ``profile``, e.g. ``http://127.0.0.1:8123/OData/v4/2.0``."""
-        return self.url + self.profiles[profile].path
+        """The OData service root of ``profile``, e.g. ``http://127.0.0.1:8123/OData/v4/2.0`` (also for a
+        version not served: its URL answers 404)."""
+        return self.url + PROFILES[profile].path
 
     def metadata(self, profile: str) -> str:
         return self._metadata[profile]
@@ -736,7 +762,8 @@ class ReplayServer:
             self._stats[key] += 1
 
     def stats(self) -> dict[str, Any]:
-        """Responses by status, pages served and faults injected so far."""
+        """Responses by status (``http_200``…), ``pages`` served, requests with ``$skip``
+        (``skip_requests``) and with ``$skiptoken`` (``skiptoken_requests``), and faults injected so far."""
         with self._stats_lock:
             out = dict(self._stats)
         out["faults"] = dict(self.faults.stats)
