@@ -232,3 +232,18 @@ def test_the_command_line_serves_only_the_versions_asked_and_pages_v5_without_li
     assert "@odata.nextLink" not in page and len(page["value"]) < 250
     assert len(ids) == len(set(ids)) == 250
     assert stats.get("skip_requests", 0) == 0 and stats.get("skiptoken_requests", 0) == 0
+
+
+def test_an_auto_client_reads_metadata_once():
+    """Discovery's ``$metadata`` answer is the client's: ``metadata()`` on a fresh ``auto`` client sends one
+    ``$metadata`` request in all, not discovery's and then its own."""
+    from include.tk_replay.server import ReplayServer
+    from tests.loader_fixtures import make_client
+
+    with ReplayServer() as server:
+        with make_client(server.url) as client:
+            before = server.stats().get("metadata_requests", 0)
+            client.metadata()
+            client.metadata()
+            assert client.profile.name == "v5"
+            assert server.stats().get("metadata_requests", 0) - before == 1

@@ -327,9 +327,11 @@ class TKClient:
 
     # -- metadata ----------------------------------------------------------------------------------
     def metadata(self, refresh: bool = False) -> ODataSchema:
-        """The parsed ``$metadata`` of the service (fetched once, with retries)."""
+        """The parsed ``$metadata`` of the service (fetched once, with retries; for an ``auto`` client the
+        discovery's own fetch is that once)."""
+        root = self.root  # resolves the version first: discovery keeps the $metadata it read
         if self._schema is None or refresh:
-            url = f"{self.root}/$metadata"
+            url = f"{root}/$metadata"
             resp = self._get(url, accept="application/xml")
             try:
                 self._schema = ODataSchema.from_xml(resp.content)

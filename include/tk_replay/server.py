@@ -235,6 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
             params = parse_qsl(split.query, keep_blank_values=True)
             accept = self.headers.get("Accept")
             if rest == "$metadata":
+                replay._count("metadata_requests")
                 negotiate_metadata(dict(params).get("$format"), accept)
                 return self._send(200, replay.metadata(profile.name).encode("utf-8"), "application/xml")
             q = parse_query(params, profile)
@@ -763,7 +764,8 @@ class ReplayServer:
 
     def stats(self) -> dict[str, Any]:
         """Responses by status (``http_200``…), ``pages`` served, requests with ``$skip``
-        (``skip_requests``) and with ``$skiptoken`` (``skiptoken_requests``), and faults injected so far."""
+        (``skip_requests``) and with ``$skiptoken`` (``skiptoken_requests``), ``$metadata`` requests
+        (``metadata_requests``), and faults injected so far."""
         with self._stats_lock:
             out = dict(self._stats)
         out["faults"] = dict(self.faults.stats)
