@@ -128,6 +128,27 @@ def test_paging_facts_are_the_servers(both):
     assert f"`$top` cap: {PROFILES['v5'].max_top} (named in the server's HTTP 400 message)" in md
 
 
+def test_a_v5_only_server_without_next_link_is_reported_as_such(tmp_path):
+    """The v5 we fear: only v5 answers, and it pages without ``@odata.nextLink``. The report says v4/2.0
+    is closed (404), that a full page came without a link, and the keyset page of the loaders answers."""
+    ds = Dataset.generate(300, seed=6)
+    with ReplayServer(ds, versions=["v5"], next_link=False) as server:
+        report = run_probe(ProbeSettings(base_url=server.url, sets=("Zaak", "Document"), retries=0))
+        assert server.stats().get("skip_requests", 0) == 0
+    assert report.answering == ["v5"]
+    v4 = next(v for v in report.versions if v.version == "v4/2.0")
+    assert v4.metadata.status == 404
+    md = write_report(report, tmp_path).read_text()
+    facts = json.loads((tmp_path / "report.json").read_text())
+    v5 = next(v for v in facts["versions"] if v["version"] == "v5")
+    cap = PROFILES["v5"].max_top
+    assert v5["paging"]["first_page_rows"] == cap and not v5["paging"]["next_link"]
+    assert v5["paging"]["verdict"].startswith(f"no nextLink: a page of {cap}")
+    assert "no nextLink" in md
+    keyset = [r for r in v5["requests"] if "keyset" in r["kind"]]
+    assert keyset and all(r["status"] == 200 and r["rows"] for r in keyset), keyset
+
+
 def test_the_loaders_requests_answer_and_none_uses_skip(both):
     server, _, _, report, md = both
     for name, profile in server.profiles.items():
@@ -345,8 +366,7 @@ def test_a_200_that_is_not_csdl_is_not_an_answer(tmp_path):
 
 
 def test_one_version_missing_is_reported_with_the_servers_message(tmp_path):
-    with ReplayServer(Dataset.generate(20, seed=4)) as server:
-        del server.profiles["v5"]  # a server that serves v4/2.0 only: /OData/v5 is an unknown resource
+    with ReplayServer(Dataset.generate(20, seed=4), versions=["v4/2.0"]) as server:  # /OData/v5 closed
         report = run_probe(ProbeSettings(base_url=server.url, sets=("Zaak",), retries=0))
     assert report.answering == ["v4/2.0"]
     v5 = next(v for v in report.versions if v.version == "v5")

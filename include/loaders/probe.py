@@ -56,8 +56,8 @@ from include.loaders.api import (  # the client's own readers of an error body a
 from include.loaders.api_metadata import ODataSchema, likely_renames, reference_schema
 from include.loaders.api_profiles import PROFILES, ApiProfile
 from include.loaders.entities import ENTITIES, KEY, WATERMARK
+from include.loaders.odata_values import guid_sort_key, parse_ticks
 from include.loaders.settings import ApiSettings
-from include.tk_replay.dataset import guid_sort_key, parse_ticks
 
 __all__ = [
     "Exchange",

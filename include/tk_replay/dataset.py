@@ -29,12 +29,12 @@ import random
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.loaders.api_metadata import EntityTypeInfo, ODataSchema
 from include.loaders.entities import ENTITIES, TOMBSTONE_FLAG, Entity, Relationship
+from include.loaders.odata_values import format_ticks, guid_sort_key, parse_ticks  # noqa: F401 - re-exported
 from include.tk_replay import schema as table_schema
 from include.tk_replay.schema import ForeignKeySpec, LinkSpec
 
@@ -48,39 +48,6 @@ METADATA_FILE = "motiematcher_odata_v4_2.0_metadata.xml"
 
 # Fields a tombstone keeps; every other field is null (tk-api/README.md section 3).
 TOMBSTONE_FIELDS = ("Id", "GewijzigdOp", "ApiGewijzigdOp", "Verwijderd")
-
-
-def guid_sort_key(guid: str) -> tuple[str, str, str, str, str]:
-    """The order SQL Server gives ``uniqueidentifier`` values, the order of the real API's pages.
-
-    The last group sorts first (the real Stemming page and its ``$skiptoken`` follow it), so pages are
-    not in plain string order. Expects the lower-case 36-character form.
-    """
-    return (guid[24:], guid[19:23], guid[14:18], guid[9:13], guid[0:8])
-
-
-_TICKS_PER_SECOND = 10_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DTO_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,7}))?(Z|[+-]\d{2}:\d{2})$")
-
-
-def parse_ticks(value: str) -> int:
-    """An OData DateTimeOffset string as 100-ns ticks since 1970 UTC (exact to the 7th digit)."""
-    m = _DTO_RE.match(value)
-    if not m:
-        raise ValueError(f"not a DateTimeOffset: {value!r}")
-    base, frac, tz = m.groups()
-    dt = datetime.fromisoformat(base + ("+00:00" if tz == "Z" else tz))
-    delta = dt - _EPOCH
-    ticks = (delta.days * 86400 + delta.seconds) * _TICKS_PER_SECOND + delta.microseconds * 10
-    return ticks + (int(frac.ljust(7, "0")) if frac else 0)
-
-
-def format_ticks(ticks: int) -> str:
-    """Ticks as the API writes ``ApiGewijzigdOp``: UTC, 7 fractional digits, ``Z``."""
-    seconds, frac = divmod(ticks, _TICKS_PER_SECOND)
-    dt = datetime.fromtimestamp(seconds, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:07d}Z"
 
 
 class Dataset:
