@@ -30,7 +30,7 @@ TK_CHECKPOINT = str(Path(sys.executable).parent / "tk-checkpoint")
 def test_clear_and_resume_through_airflow_standalone(neo4j_empty, tmp_path):
     from tk_checkpoint import CheckpointManager
 
-    n = 250
+    n = 300  # whole pages: a multiple of v5's page cap of 100 (auto finds v5 on the offline server)
     dataset = Dataset.generate(400, seed=5)
     checkpoints = tmp_path / "checkpoints"
     with ReplayServer(dataset, faults=FaultConfig(fail_after_entity="Zaak", fail_after_items=n)) as server:
