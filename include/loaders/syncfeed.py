@@ -78,6 +78,7 @@ from include.loaders.api import (
     _WaitRetryAfter,
     split_credentials,
 )
+from include.loaders.api_profiles import profile_of_path
 from include.loaders.metrics import ApiMetrics
 from include.loaders.settings import ApiSettings
 
@@ -516,9 +517,9 @@ class SyncFeedClient:
     ):
         self.settings = s = settings or ApiSettings.from_env()
         base, self._auth = split_credentials(s.base_url.rstrip("/"))
-        odata_path = s.api_profile.path
-        if base.endswith(odata_path) and not base.endswith(SYNCFEED_PATH):
-            base = base[: -len(odata_path)]
+        odata = profile_of_path(base)  # a base given as an OData service root (…/OData/v5): its server
+        if odata is not None:
+            base = base[: -len(odata.path)]
         self.root = base if base.endswith(SYNCFEED_PATH) else base + SYNCFEED_PATH
         self._auth_origin = _origin(self.root)
         self._own_session = session is None
