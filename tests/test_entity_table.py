@@ -147,8 +147,7 @@ def test_a_new_entry_gets_graph_model_rows():
     tables = graph_model_tables(TABLE)
     assert (
         "| `:DocumentPublicatie` | `DocumentPublicatie` | `load_document_publicaties` "
-        "| a publication of a document version |"
-        in tables["nodes"]
+        "| a publication of a document version |" in tables["nodes"]
     )
     header, _, *rows = [
         [c.strip() for c in line.strip("|").split("|")] for line in tables["properties"].splitlines()
