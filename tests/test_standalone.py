@@ -53,7 +53,7 @@ def test_clear_and_resume_through_airflow_standalone(neo4j_empty, tmp_path):
             airflow.api("PATCH", "/dags/tk_ingest", json={"is_paused": False}).raise_for_status()
             assert airflow.wait_for_run("tk_ingest", run_id, timeout=600) == "failed"
 
-            tis = airflow.api("GET", f"/dags/tk_ingest/dagRuns/{run_id}/taskInstances").json()
+            tis = airflow.api("GET", f"/dags/tk_ingest/dagRuns/{run_id}/taskInstances?limit=1000").json()
             states = {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
             assert states.pop("load_zaken") == "failed"
             assert states.pop("setup") == "success"
