@@ -93,6 +93,13 @@ def parse_datetimeoffset(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+def _day(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) > 10 and value[10] == "T":
+        _datetime(value)  # a DateTimeOffset at local midnight (OData): its calendar day as written
+        value = value[:10]
+    return _date(value)
+
+
 def _date(value: Any) -> str | None:
     if value is None:
         return None
@@ -149,6 +156,14 @@ class Kind(Enum):
     DATE = KindSpec(
         "Edm.Date", "DATE", _date, cypher="date", doc="a calendar day; 0001-01-01 means unknown: absent"
     )
+    DAY = KindSpec(
+        "Edm.DateTimeOffset",
+        "DATE",
+        _day,
+        cypher="date",
+        doc="a calendar day that OData serves as a DateTimeOffset at local midnight and the SyncFeed as "
+        "an xs:date: its day as written (2002-05-23T00:00:00+02:00 -> 2002-05-23); 0001-01-01: absent",
+    )
 
     @property
     def spec(self) -> KindSpec:
@@ -162,7 +177,9 @@ class Kind(Enum):
 
 
 # Short names for the table below.
-T, N, N_OPT, B, DT, D = Kind.TEXT, Kind.INT, Kind.INT_OPT, Kind.BOOL, Kind.DATETIME, Kind.DATE
+T, N, N_OPT, F, B, DT, D, DAY = (
+    Kind.TEXT, Kind.INT, Kind.INT_OPT, Kind.FLOAT, Kind.BOOL, Kind.DATETIME, Kind.DATE, Kind.DAY
+)
 
 EDM_KINDS: Mapping[str, Kind] = MappingProxyType(
     {
@@ -195,11 +212,29 @@ def property_name(api_name: str) -> str:
 
 @dataclass(frozen=True)
 class Relationship:
-    """Edges ``(owner)-[:type]->(:target {id})`` that one entity's loader owns.
+    """Edges ``(holder)-[:type]->(:target {id})`` that one entity's loader owns.
 
-    Exactly one of ``foreign_key`` (a ``*_Id`` property on the owner: 0 or 1 edge) and ``navigation``
-    (a collection navigation, expanded as ``Navigation($select=Id)``: 0..n edges) is set. When an owner
-    is (re)loaded its edges of this type are *replaced*: the ones to targets no longer listed are deleted.
+    The holder is the entity whose SyncFeed element carries the ref (``<besluit ref="…"/>`` in a
+    ``stemming``, ``tk-api/SYNCFEED.md`` section 4), so the OData and the SyncFeed loads of the same data
+    write the same edges. On the OData side exactly one of ``foreign_key`` (a ``*_Id`` property of the
+    holder: 0 or 1 edge) and ``navigation`` (a collection navigation of the holder, expanded as
+    ``Navigation($select=Id)``: 0..n edges) is set. When a holder is (re)loaded its edges of this type
+    are *replaced*: the ones to targets no longer listed are deleted.
+
+    Attributes:
+        type: the relationship type, English UPPER_SNAKE, owned by this entity only.
+        target: the entity the edge points at.
+        foreign_key: the holder's foreign key (``Besluit.Agendapunt_Id``; the API's names are not uniform:
+            ``PersoonNevenfunctie.PersoonId``, ``PersoonNevenfunctieInkomsten.Nevenfunctie_Id``).
+        navigation: the holder's collection navigation (``Document.Zaak``).
+        doc: what the edge means.
+        feed_ref: the ref element of the holder in the SyncFeed XSD; None: the lower-camel form of the
+            navigation, or of the foreign key without ``_Id`` (:attr:`feed_name`).
+        fk_navigation: the single-valued navigation the foreign key backs in ``$metadata``; None: the key
+            without ``_Id`` (``PersoonId`` backs ``Persoon``).
+        inverse: the target's collection navigation that lists the holders (``Zaak.VervangenDoor`` for
+            ``Zaak.VervangenVanuit``); None: the one named like the holder (the replay server serves both
+            sides of a navigation pair from one link table).
     """
 
     type: str
@@ -207,6 +242,9 @@ class Relationship:
     foreign_key: str | None = None
     navigation: str | None = None
     doc: str = ""
+    feed_ref: str | None = None
+    fk_navigation: str | None = None
+    inverse: str | None = None
 
     def __post_init__(self) -> None:
         if (self.foreign_key is None) == (self.navigation is None):
@@ -218,6 +256,27 @@ class Relationship:
     def source(self) -> str:
         """The API field the edge comes from, for docs and messages (``Activiteit_Id``, ``Document``)."""
         return self.foreign_key or self.navigation or ""
+
+    @property
+    def key_navigation(self) -> str | None:
+        """The single-valued navigation behind :attr:`foreign_key` (None for a collection navigation)."""
+        if self.foreign_key is None:
+            return None
+        return self.fk_navigation or self.foreign_key.removesuffix("_Id")
+
+    @property
+    def feed_name(self) -> str:
+        """The SyncFeed ref element (``huidigeDocumentVersie``; repeated for a many-valued link)."""
+        if self.feed_ref is not None:
+            return self.feed_ref
+        return property_name(self.navigation or (self.foreign_key or "").removesuffix("_Id"))
+
+
+FEED_ATTRIBUTES: Mapping[str, str] = MappingProxyType(
+    {"ContentType": "@contentType", "ContentLength": "@contentLength"}
+)
+"""Properties that the SyncFeed writes as attributes of the entity element (the file of a
+``downloadEntiteitType``: document, persoon, fractie, verslag), by API name -> feed name."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +298,14 @@ class Entity:
         implicit_timestamps: add ``GewijzigdOp`` and ``ApiGewijzigdOp`` to ``properties`` (the table's
             entries); False for a served model (:func:`include.loaders.model.served_entity`), whose
             properties are exactly what the live ``$metadata`` declares.
+        feed_names: API property -> its SyncFeed name where that is not the lower-camel form
+            (:func:`property_name`) of the API name: an element (``vrsNummer``), a nested element
+            (``periode/van``) or an attribute of the entity element (``@contentType``,
+            :data:`FEED_ATTRIBUTES`, added to every entry). The XSDs in ``tk-api/syncfeed-xsd`` decide.
+        feed_ignored: SyncFeed elements of this type the graph does not store -> why.
+        odata_only: properties of :attr:`all_properties` the SyncFeed does not carry -> why (a SyncFeed
+            load leaves them absent). ``GewijzigdOp`` and ``ApiGewijzigdOp`` are never in the feed: the
+            entity's ``bijgewerkt`` attribute and the entry's ``updated`` are their counterparts.
     """
 
     name: str
@@ -248,6 +315,9 @@ class Entity:
     doc: str = ""
     core: bool = False
     implicit_timestamps: bool = True
+    feed_names: Mapping[str, str] = field(default_factory=dict)
+    feed_ignored: Mapping[str, str] = field(default_factory=dict)
+    odata_only: Mapping[str, str] = field(default_factory=dict)
     _all_properties: Mapping[str, Kind] = field(init=False, repr=False, compare=False)
     _columns: tuple[tuple[str, str, KindSpec], ...] = field(init=False, repr=False, compare=False)
 
@@ -261,6 +331,37 @@ class Entity:
         object.__setattr__(self, "_all_properties", MappingProxyType(props))
         columns = tuple((api, property_name(api), kind.spec) for api, kind in props.items())
         object.__setattr__(self, "_columns", columns)
+
+    @property
+    def feed_element(self) -> str:
+        """The SyncFeed entity element and ``category`` term (``fractieZetelPersoon``)."""
+        return property_name(self.name)
+
+    @property
+    def feed_category(self) -> str:
+        """The SyncFeed ``category`` of the ``Feed`` request (the type name, ``FractieZetelPersoon``)."""
+        return self.name
+
+    def feed_field(self, api_name: str) -> str:
+        """The SyncFeed name of property ``api_name`` (see :attr:`feed_names`)."""
+        if api_name in self.feed_names:
+            return self.feed_names[api_name]
+        return FEED_ATTRIBUTES.get(api_name) or property_name(api_name)
+
+    @property
+    def feed_columns(self) -> tuple[tuple[str, str, KindSpec], ...]:
+        """``(SyncFeed name, API name, kind row)`` per stored property the SyncFeed carries: what a
+        SyncFeed load maps back to the API's canonical names (timestamps and :attr:`odata_only` left out)."""
+        return tuple(
+            (self.feed_field(api), api, spec)
+            for api, _, spec in self.columns
+            if api not in _TIMESTAMPS and api not in self.odata_only
+        )
+
+    @property
+    def feed_refs(self) -> Mapping[str, Relationship]:
+        """SyncFeed ref element -> the relationship it gives (``besluit`` -> ``VOTE_ON``)."""
+        return MappingProxyType({r.feed_name: r for r in self.relationships})
 
     @property
     def label(self) -> str:
@@ -348,10 +449,54 @@ def check_table(entities: Mapping[str, Entity]) -> Mapping[str, Entity]:
 
 
 # --------------------------------------------------------------------------------------------------
-# The table. Property lists follow the v4/2.0 $metadata (tk-api/samples/…metadata.xml); kinds follow
-# its EDM types. Foreign keys that point outside the graph (Voortouwcommissie_Id,
-# HuidigeDocumentVersie_Id) are not loaded: their targets are not entities of this graph (yet).
+# The table: one entry per SyncFeed type (tk-api/SYNCFEED.md section 2). Property lists follow the v4/2.0
+# $metadata (include/tk_replay/data/motiematcher_odata_v4_2.0_metadata.xml), kinds its EDM types, except
+# that a DateTimeOffset the SyncFeed XSD declares an xs:date is a DAY. Relationships follow section 4:
+# the entity whose SyncFeed element holds the ref owns the edge. DocumentPublicatie and
+# DocumentPublicatieMetadata exist only in OData: they are not loaded.
 # --------------------------------------------------------------------------------------------------
+
+def _actor(name: str, loader: str, subject: str, subject_type: str, doc: str, prefix: str,
+           properties: Mapping[str, Kind]) -> Entity:
+    """ZaakActor, DocumentActor, ActiviteitActor: a person, party or committee in a role on a subject."""
+    return Entity(
+        name=name, loader=loader, doc=doc, properties=properties,
+        relationships=(
+            Relationship(subject_type, subject, foreign_key=f"{subject}_Id",
+                         doc=f"the {subject.lower()} this actor takes part in"),
+            Relationship(f"{prefix}_ACTOR_PERSON", "Persoon", foreign_key="Persoon_Id",
+                         doc="the member or person who is the actor"),
+            Relationship(f"{prefix}_ACTOR_PARTY", "Fractie", foreign_key="Fractie_Id",
+                         doc="the party that is the actor, or the actor's party"),
+            Relationship(f"{prefix}_ACTOR_COMMITTEE", "Commissie", foreign_key="Commissie_Id",
+                         doc="the committee that is the actor"),
+        ),
+    )
+
+
+def _of_persoon(name: str, loader: str, rel: str, doc: str, rel_doc: str, properties: Mapping[str, Kind],
+                **kwargs: Any) -> Entity:
+    """A fact about one person (contact, gift, career, side job, education, trip)."""
+    key = kwargs.pop("foreign_key", "Persoon_Id")
+    return Entity(
+        name=name, loader=loader, doc=doc, properties=properties,
+        relationships=(Relationship(rel, "Persoon", foreign_key=key, fk_navigation="Persoon", doc=rel_doc),),
+        **kwargs,
+    )
+
+
+def _zetel_bezetting(name: str, loader: str, seat: str, seat_rel: str, other: str, other_rel: str,
+                     doc: str, other_doc: str) -> Entity:
+    """Who (a person) or what (a vacancy for a party) fills a committee or party seat, from when to when."""
+    seat_fk = f"{seat}_Id"
+    rels = [Relationship(seat_rel, seat, foreign_key=seat_fk, doc=f"the {seat} seat this fills")]
+    if other:
+        rels.append(Relationship(other_rel, other, foreign_key=f"{other}_Id", doc=other_doc))
+    return Entity(
+        name=name, loader=loader, doc=doc, properties={"Functie": T, "Van": DAY, "TotEnMet": DAY},
+        relationships=tuple(rels),
+    )
+
 
 # fmt: off
 ENTITIES: Mapping[str, Entity] = check_table(
@@ -370,13 +515,17 @@ ENTITIES: Mapping[str, Entity] = check_table(
                     "Afgedaan": B, "GrootProject": B, "Kabinetsappreciatie": T,
                 },
                 relationships=(
-                    Relationship("HAS_DOCUMENT", "Document", navigation="Document",
-                                 doc="the documents of the case (m:n)"),
                     Relationship("ON_AGENDA_ITEM", "Agendapunt", navigation="Agendapunt",
                                  doc="the case is on this agenda item (m:n)"),
                     Relationship("DISCUSSED_IN", "Activiteit", navigation="Activiteit",
                                  doc="an activity about the case (m:n; a manual, content-based link, "
                                      "API issue #49)"),
+                    Relationship("IN_DOSSIER", "Kamerstukdossier", navigation="Kamerstukdossier",
+                                 doc="the parliamentary file of the case"),
+                    Relationship("RELATED_FROM_CASE", "Zaak", navigation="GerelateerdVanuit",
+                                 inverse="GerelateerdNaar", doc="a case this one is related from (m:n)"),
+                    Relationship("REPLACES_CASE", "Zaak", navigation="VervangenVanuit",
+                                 inverse="VervangenDoor", doc="a case this one replaces (m:n)"),
                 ),
             ),
             Entity(
@@ -395,6 +544,15 @@ ENTITIES: Mapping[str, Entity] = check_table(
                                  doc="the document belongs to this activity (m:n)"),
                     Relationship("FOR_AGENDA_ITEM", "Agendapunt", navigation="Agendapunt",
                                  doc="the document belongs to this agenda item (m:n)"),
+                    Relationship("FOR_CASE", "Zaak", navigation="Zaak",
+                                 doc="the document belongs to this case (m:n)"),
+                    Relationship("DOCUMENT_IN_DOSSIER", "Kamerstukdossier", navigation="Kamerstukdossier",
+                                 doc="the parliamentary file the document is part of"),
+                    Relationship("CURRENT_VERSION", "DocumentVersie", foreign_key="HuidigeDocumentVersie_Id",
+                                 doc="the current version of the document"),
+                    Relationship("HAS_SOURCE_DOCUMENT", "Document", navigation="BronDocument",
+                                 inverse="BijlageDocument",
+                                 doc="the document this one is an annex of (m:n)"),
                 ),
             ),
             Entity(
@@ -406,11 +564,6 @@ ENTITIES: Mapping[str, Entity] = check_table(
                     "Soort": T, "Titel": T, "Zaal": T, "Vergaderjaar": T, "VergaderingNummer": N,
                     "Datum": DT, "Aanvangstijd": DT, "Sluiting": DT, "Kamer": T,
                 },
-                relationships=(
-                    Relationship("HAS_REPORT", "Verslag", navigation="Verslag",
-                                 doc="the (VLOS) reports of the sitting (1:n, the reverse of "
-                                     "Verslag.Vergadering_Id)"),
-                ),
             ),
             Entity(
                 name="Agendapunt",
@@ -440,12 +593,262 @@ ENTITIES: Mapping[str, Entity] = check_table(
                     "DatumMededelingEersteVerlenging": DT, "DatumVerzoekTweedeVerlenging": DT,
                     "DatumMededelingTweedeVerlenging": DT, "Vervaldatum": DT,
                 },
+                relationships=(
+                    Relationship("LED_BY_COMMITTEE", "Commissie", foreign_key="Voortouwcommissie_Id",
+                                 doc="the committee in the lead (voortouwcommissie)"),
+                    Relationship("CONTINUES", "Activiteit", navigation="VoortgezetVanuit",
+                                 inverse="VoortgezetIn", feed_ref="voortgezetVanuit",
+                                 doc="the activity this one continues"),
+                    Relationship("REPLACES_ACTIVITY", "Activiteit", navigation="VervangenVanuit",
+                                 inverse="VervangenDoor", doc="the activity this one replaces"),
+                ),
+                feed_names={"VRSNummer": "vrsNummer"},
             ),
             Entity(
                 name="Verslag",
                 loader="load_verslagen",
-                doc="A (VLOS) report of a sitting; its edge HAS_REPORT is owned by Vergadering.",
+                doc="A (VLOS) report of a sitting (the XML file is at `Verslag(<id>)/resource`).",
                 properties={"Soort": T, "Status": T, "ContentType": T, "ContentLength": N},
+                relationships=(
+                    Relationship("REPORT_OF", "Vergadering", foreign_key="Vergadering_Id",
+                                 doc="the sitting this is the report of"),
+                ),
+            ),
+            _actor("ActiviteitActor", "load_activiteit_actoren", "Activiteit", "ACTOR_OF_ACTIVITY",
+                   "A person, party or committee taking part in an activity (speaker, participant…).",
+                   "ACTIVITY", {"ActorNaam": T, "ActorFractie": T, "Relatie": T, "Volgorde": N,
+                                "Functie": T, "Spreektijd": T, "SidActor": T}),
+            Entity(
+                name="Besluit",
+                loader="load_besluiten",
+                doc="A decision taken on an agenda item (a vote's outcome, a procedure…).",
+                properties={
+                    "StemmingsSoort": T, "BesluitSoort": T, "BesluitTekst": T, "Opmerking": T,
+                    "Status": T, "AgendapuntZaakBesluitVolgorde": N,
+                },
+                relationships=(
+                    Relationship("TAKEN_AT", "Agendapunt", foreign_key="Agendapunt_Id",
+                                 doc="the agenda item the decision was taken at"),
+                    Relationship("DECIDES_ON", "Zaak", navigation="Zaak", doc="the cases decided on (m:n)"),
+                ),
+            ),
+            Entity(
+                name="Commissie",
+                loader="load_commissies",
+                doc="A parliamentary committee.",
+                properties={
+                    "Nummer": N, "Soort": T, "Afkorting": T, "NaamNL": T, "NaamEN": T, "NaamWebNL": T,
+                    "NaamWebEN": T, "Inhoudsopgave": T, "DatumActief": DAY, "DatumInactief": DAY,
+                },
+                feed_names={"NaamNL": "naamNl", "NaamEN": "naamEn", "NaamWebNL": "naamWebNl",
+                            "NaamWebEN": "naamWebEn"},
+            ),
+            Entity(
+                name="CommissieContactinformatie",
+                loader="load_commissie_contactinformaties",
+                doc="A contact detail (address, phone, e-mail…) of a committee.",
+                properties={"Soort": T, "Waarde": T},
+                relationships=(
+                    Relationship("CONTACT_OF_COMMITTEE", "Commissie", foreign_key="Commissie_Id",
+                                 doc="the committee this contact detail is of"),
+                ),
+                feed_ignored={"gewicht": "not in the OData $metadata of CommissieContactinformatie: storing "
+                                         "it would make the two sources differ"},
+            ),
+            Entity(
+                name="CommissieZetel",
+                loader="load_commissie_zetels",
+                doc="A seat on a committee; who fills it, from when to when, hangs off it.",
+                properties={"Gewicht": N},
+                relationships=(
+                    Relationship("SEAT_OF_COMMITTEE", "Commissie", foreign_key="Commissie_Id",
+                                 doc="the committee the seat belongs to"),
+                ),
+            ),
+            _zetel_bezetting("CommissieZetelVastPersoon", "load_commissie_zetel_vast_personen",
+                             "CommissieZetel", "OCCUPIES_COMMITTEE_SEAT", "Persoon", "COMMITTEE_MEMBER",
+                             "A member holding a committee seat (chair, member…) for a period.",
+                             "the person holding the seat"),
+            _zetel_bezetting("CommissieZetelVastVacature", "load_commissie_zetel_vast_vacatures",
+                             "CommissieZetel", "VACANCY_OF_COMMITTEE_SEAT", "Fractie", "VACANCY_FOR_PARTY",
+                             "A vacant committee seat, reserved for a party, for a period.",
+                             "the party the vacant seat is reserved for"),
+            _zetel_bezetting("CommissieZetelVervangerPersoon", "load_commissie_zetel_vervanger_personen",
+                             "CommissieZetel", "SUBSTITUTES_ON_COMMITTEE_SEAT", "Persoon",
+                             "COMMITTEE_SUBSTITUTE",
+                             "A member who is the substitute on a committee seat for a period.",
+                             "the substitute member"),
+            _zetel_bezetting("CommissieZetelVervangerVacature", "load_commissie_zetel_vervanger_vacatures",
+                             "CommissieZetel", "SUBSTITUTE_VACANCY_OF_COMMITTEE_SEAT", "Fractie",
+                             "SUBSTITUTE_VACANCY_FOR_PARTY",
+                             "A vacant substitute place on a committee seat, reserved for a party.",
+                             "the party the vacant substitute place is reserved for"),
+            _actor("DocumentActor", "load_document_actoren", "Document", "ACTOR_OF_DOCUMENT",
+                   "A person, party or committee in a role on a document (submitter, co-signer, addressee…).",
+                   "DOCUMENT", {"ActorNaam": T, "ActorFractie": T, "Functie": T, "Relatie": T,
+                                "SidActor": T}),
+            Entity(
+                name="DocumentVersie",
+                loader="load_document_versies",
+                doc="A version of a document (its file's size and extension).",
+                properties={
+                    "Status": T, "Versienummer": N, "Bestandsgrootte": N, "Extensie": T, "Datum": DT,
+                    "ExterneIdentifier": T,
+                },
+                relationships=(
+                    Relationship("VERSION_OF", "Document", foreign_key="Document_Id",
+                                 doc="the document this is a version of"),
+                ),
+                feed_names={"ExterneIdentifier": "externeidentifier"},
+            ),
+            Entity(
+                name="Fractie",
+                loader="load_fracties",
+                doc="A parliamentary party (group); its logo is at `Fractie(<id>)/resource`.",
+                properties={
+                    "Nummer": N, "Afkorting": T, "NaamNL": T, "NaamEN": T, "AantalZetels": N,
+                    "AantalStemmen": N, "DatumActief": DAY, "DatumInactief": DAY, "ContentType": T,
+                    "ContentLength": N,
+                },
+                feed_names={"NaamNL": "naamNl", "NaamEN": "naamEn"},
+            ),
+            Entity(
+                name="FractieZetel",
+                loader="load_fractie_zetels",
+                doc="A seat of a party; who fills it, from when to when, hangs off it.",
+                properties={"Gewicht": N},
+                relationships=(
+                    Relationship("SEAT_OF_PARTY", "Fractie", foreign_key="Fractie_Id",
+                                 doc="the party the seat belongs to"),
+                ),
+            ),
+            _zetel_bezetting("FractieZetelPersoon", "load_fractie_zetel_personen", "FractieZetel",
+                             "OCCUPIES_PARTY_SEAT", "Persoon", "PARTY_MEMBER",
+                             "A member holding a party seat (member, chair…) for a period.",
+                             "the person holding the seat"),
+            _zetel_bezetting("FractieZetelVacature", "load_fractie_zetel_vacatures", "FractieZetel",
+                             "VACANCY_OF_PARTY_SEAT", "", "",
+                             "A vacant party seat for a period.", ""),
+            Entity(
+                name="Kamerstukdossier",
+                loader="load_kamerstukdossiers",
+                doc="A parliamentary file (dossier) of documents and cases.",
+                properties={
+                    "Titel": T, "Citeertitel": T, "Alias": T, "Nummer": N, "Toevoeging": T,
+                    "HoogsteVolgnummer": N, "Afgesloten": B, "Kamer": T,
+                },
+            ),
+            Entity(
+                name="Persoon",
+                loader="load_personen",
+                doc="A person: member of parliament, minister…; the photo is at `Persoon(<id>)/resource`.",
+                properties={
+                    "Nummer": N, "Titels": T, "Initialen": T, "Tussenvoegsel": T, "Achternaam": T,
+                    "Voornamen": T, "Roepnaam": T, "Geslacht": T, "Functie": T, "Geboortedatum": D,
+                    "Geboorteplaats": T, "Geboorteland": T, "Overlijdensdatum": D, "Overlijdensplaats": T,
+                    "Woonplaats": T, "Land": T, "ContentType": T, "ContentLength": N, "Fractielabel": T,
+                },
+            ),
+            _of_persoon("PersoonContactinformatie", "load_persoon_contactinformaties", "CONTACT_OF_PERSON",
+                        "A contact detail of a person.", "the person this contact detail is of",
+                        {"Soort": T, "Waarde": T, "Gewicht": N}),
+            _of_persoon("PersoonGeschenk", "load_persoon_geschenken", "GIFT_TO",
+                        "A gift a member declared.", "the member who received the gift",
+                        {"Omschrijving": T, "Datum": DAY, "Gewicht": N}),
+            _of_persoon("PersoonLoopbaan", "load_persoon_loopbanen", "CAREER_OF",
+                        "A position in a person's career.", "the person whose career this is",
+                        {"Functie": T, "Werkgever": T, "OmschrijvingNl": T, "OmschrijvingEn": T,
+                         "Plaats": T, "Van": T, "TotEnMet": T, "Gewicht": N}),
+            _of_persoon("PersoonNevenfunctie", "load_persoon_nevenfuncties", "SIDE_JOB_OF",
+                        "A side job (nevenfunctie) a member declared.", "the member with the side job",
+                        {"Omschrijving": T, "PeriodeVan": T, "PeriodeTotEnMet": T, "IsActief": B,
+                         "VergoedingSoort": T, "VergoedingToelichting": T, "Gewicht": N},
+                        foreign_key="PersoonId",
+                        feed_names={"PeriodeVan": "periode/van", "PeriodeTotEnMet": "periode/totEnMet",
+                                    "VergoedingSoort": "vergoeding/soort",
+                                    "VergoedingToelichting": "vergoeding/toelichting"}),
+            Entity(
+                name="PersoonNevenfunctieInkomsten",
+                loader="load_persoon_nevenfunctie_inkomsten",
+                doc="The income of a side job in one year.",
+                properties={
+                    "Jaar": T, "BedragSoort": T, "BedragVoorvoegsel": T, "BedragValuta": T, "Bedrag": F,
+                    "BedragAchtervoegsel": T, "Frequentie": T, "FrequentieBeschrijving": T, "Opmerking": T,
+                },
+                relationships=(
+                    Relationship("INCOME_OF", "PersoonNevenfunctie", foreign_key="Nevenfunctie_Id",
+                                 fk_navigation="PersoonNevenfunctie", doc="the side job the income is of"),
+                ),
+            ),
+            _of_persoon("PersoonOnderwijs", "load_persoon_onderwijs", "EDUCATION_OF",
+                        "A person's education.", "the person who followed it",
+                        {"OpleidingNl": T, "OpleidingEn": T, "Instelling": T, "Plaats": T, "Van": T,
+                         "TotEnMet": T, "Gewicht": N}),
+            _of_persoon("PersoonReis", "load_persoon_reizen", "TRIP_OF",
+                        "A trip a member declared (paid by a third party).", "the member who travelled",
+                        {"Doel": T, "Bestemming": T, "Van": T, "TotEnMet": T, "BetaaldDoor": T,
+                         "Gewicht": N}),
+            Entity(
+                name="Reservering",
+                loader="load_reserveringen",
+                doc="A room booking for an activity.",
+                properties={"Nummer": T, "StatusCode": T, "StatusNaam": T, "ActiviteitNummer": T},
+                relationships=(
+                    Relationship("RESERVED_FOR", "Activiteit", navigation="Activiteit",
+                                 doc="the activity the room is booked for"),
+                    Relationship("RESERVES_ROOM", "Zaal", navigation="Zaal", doc="the room booked"),
+                ),
+            ),
+            Entity(
+                name="Stemming",
+                loader="load_stemmingen",
+                doc="A vote on a decision: a party's (with `fractieGrootte`) or, in a roll call, a member's.",
+                properties={
+                    "Soort": T, "FractieGrootte": N, "ActorNaam": T, "ActorFractie": T, "Vergissing": B,
+                    "SidActorLid": T, "SidActorFractie": T,
+                },
+                relationships=(
+                    Relationship("VOTE_ON", "Besluit", foreign_key="Besluit_Id", doc="the decision voted on"),
+                    Relationship("VOTED_BY_MEMBER", "Persoon", foreign_key="Persoon_Id",
+                                 doc="the member who voted (roll-call votes only)"),
+                    Relationship("VOTED_BY_PARTY", "Fractie", foreign_key="Fractie_Id",
+                                 doc="the party that voted, or the member's party"),
+                ),
+            ),
+            Entity(
+                name="Toezegging",
+                loader="load_toezeggingen",
+                doc="A promise a minister made to parliament, and whether it is kept.",
+                properties={
+                    "Aanmaakdatum": DT, "Nummer": T, "ActiviteitNummer": T, "Naam": T, "Achternaam": T,
+                    "Initialen": T, "Voornaam": T, "Achtervoegsel": T, "Titulatuur": T, "Functie": T,
+                    "Status": T, "DatumNakoming": DT, "KamerbriefNakoming": T, "Ministerie": T, "Tekst": T,
+                    "Tussenvoegsel": T,
+                },
+                relationships=(
+                    Relationship("PROMISED_TO_PARTY", "Fractie", navigation="ToegezegdAanFractie",
+                                 inverse="Toezegging", doc="the party the promise was made to"),
+                    Relationship("PROMISED_TO_PERSON", "Persoon", navigation="ToegezegdAanPersoon",
+                                 inverse="Toezegging", doc="the member the promise was made to"),
+                    Relationship("PROMISED_AT", "Activiteit", navigation="Activiteit",
+                                 doc="the activity (debate) where the promise was made"),
+                    Relationship("REPEATS", "Toezegging", navigation="IsHerhalingVan", inverse="IsHerhaaldDoor",
+                                 doc="an earlier promise this one repeats (m:n)"),
+                    Relationship("SUPPLEMENTS", "Toezegging", navigation="IsAanvullingOp",
+                                 inverse="IsAangevuldVanuit", doc="an earlier promise this one supplements (m:n)"),
+                    Relationship("AMENDS", "Toezegging", navigation="IsWijzigingVan", inverse="IsGewijzigdDoor",
+                                 doc="an earlier promise this one amends (m:n)"),
+                ),
+            ),
+            _actor("ZaakActor", "load_zaak_actoren", "Zaak", "ACTOR_OF_CASE",
+                   "A person, party or committee in a role on a case (submitter, co-signer, rapporteur…).",
+                   "CASE", {"ActorNaam": T, "ActorFractie": T, "ActorAfkorting": T, "Functie": T,
+                            "Relatie": T, "SidActor": T}),
+            Entity(
+                name="Zaal",
+                loader="load_zalen",
+                doc="A meeting room.",
+                properties={"Naam": T, "SysCode": N},
             ),
         )
     }

@@ -1,7 +1,7 @@
 """Synthetic TK data modelled on the real samples, and deterministic mutations for delta tests.
 
-:func:`generate` makes ``n`` rows per entity of an entity table (``ENTITIES`` by default: Zaak,
-Document, Vergadering, Agendapunt, Activiteit, Verslag; optionally Kamerstukdossier) with:
+:func:`generate` makes ``n`` rows per entity of an entity table (``ENTITIES`` by default: the 35 SyncFeed
+types), or ``n`` in all in the real proportions, with:
 
 - values shaped like the samples (``2025Z05057``-style numbers, the common ``Soort`` values, local
   ``GewijzigdOp`` with offset, UTC ``ApiGewijzigdOp`` with 7 fractional digits, the sentinels
@@ -11,11 +11,14 @@ Document, Vergadering, Agendapunt, Activiteit, Verslag; optionally Kamerstukdoss
 - ~20% tombstones (``Verwijderd: true``, every field but Id/GewijzigdOp/ApiGewijzigdOp/Verwijderd null);
 - the foreign keys and many-to-many links of the table's relationships
   (``Dataset.foreign_keys``, ``Dataset.link_specs``): ``Agendapunt.Activiteit_Id``,
-  ``Verslag.Vergadering_Id``, ``Zaak-Document`` ….
+  ``Verslag.Vergadering_Id``, ``Document-Zaak`` …, every one pointing at a generated live row of its
+  target (only ~8% of the votes name a member, :data:`_FK_FILL`);
+- with ``proportional=True``, the 35 types in the real proportions (:data:`REAL_SIZES`).
 
-The entities of the mission have hand-written models of their values; every other property of the
-table (a new entity's, a new property's) gets a value of its kind (:data:`_KIND_VALUES`), so a new
-entry of the table gets generated rows without an edit here.
+The entities of the mission have hand-written models of their values, and so have the properties the
+users' queries look at (:data:`_PROPERTY_VALUES`: vote, actor role, promise status…); every other
+property of the table (a new entity's, a new property's) gets a value of its kind (:data:`_KIND_VALUES`),
+so a new entry of the table gets generated rows without an edit here.
 
 Invariant kept by :func:`generate` and :func:`mutate`: a tombstone has no links and no foreign keys, and
 every link and foreign key of a live row points at a live row. Loads are then order-independent.
@@ -151,6 +154,70 @@ _KIND_VALUES: dict[Kind, Callable[[random.Random, int], Any]] = {
     Kind.BOOL: lambda rng, ticks: rng.random() < 0.5,
     Kind.DATETIME: lambda rng, ticks: _day(ticks, rng, rng.randrange(0, 60)),
     Kind.DATE: _calendar_day,
+    Kind.DAY: lambda rng, ticks: _day(ticks, rng, rng.randrange(0, 3000)),
+}
+
+# Hand-written values for the properties the queries users ask look at (tk-api/SYNCFEED.md section 5):
+# how a party voted and with how many seats, who submitted a case, whether a promise is kept.
+_STEMMING_SOORT = [("Voor", 50), ("Tegen", 45), ("Niet deelgenomen", 5)]
+_ACTOR_RELATIE = [("Indiener", 30), ("Medeindiener", 40), ("Rapporteur", 5), ("Volgcommissie", 10)]
+_ACTOR_RELATIE += [("Voortouwcommissie", 10), ("Ondertekenaar", 5)]
+_TOEZEGGING_STATUS = [("Openstaand", 40), ("Voldaan", 50), ("Deels voldaan", 10)]
+_PROPERTY_VALUES: dict[tuple[str, str], Callable[[random.Random, int], Any]] = {
+    ("Stemming", "Soort"): lambda rng, ticks: _weighted(rng, _STEMMING_SOORT),
+    ("Stemming", "ActorFractie"): lambda rng, ticks: rng.choice(_PARTIES),
+    ("Stemming", "FractieGrootte"): lambda rng, ticks: rng.randrange(1, 38),
+    ("Stemming", "Vergissing"): lambda rng, ticks: rng.random() < 0.01,
+    ("ZaakActor", "Relatie"): lambda rng, ticks: _weighted(rng, _ACTOR_RELATIE),
+    ("DocumentActor", "Relatie"): lambda rng, ticks: _weighted(rng, _ACTOR_RELATIE),
+    ("ZaakActor", "ActorFractie"): lambda rng, ticks: rng.choice(_PARTIES),
+    ("Toezegging", "Status"): lambda rng, ticks: _weighted(rng, _TOEZEGGING_STATUS),
+    ("Toezegging", "Ministerie"): lambda rng, ticks: f"Ministerie van {rng.choice(_COMMISSIES)[0]}",
+    ("Fractie", "Afkorting"): lambda rng, ticks: rng.choice(_PARTIES),
+    ("Fractie", "AantalZetels"): lambda rng, ticks: rng.randrange(1, 38),
+    ("Persoon", "Geslacht"): lambda rng, ticks: rng.choice(["man", "vrouw"]),
+    ("Persoon", "Functie"): lambda rng, ticks: rng.choice(["Tweede Kamerlid", "Oud Kamerlid", "Minister"]),
+    ("Commissie", "Afkorting"): lambda rng, ticks: rng.choice(_COMMISSIES)[1],
+    ("Commissie", "NaamNL"): lambda rng, ticks: f"Vaste commissie voor {rng.choice(_COMMISSIES)[0]}",
+}
+
+REAL_SIZES: Mapping[str, int] = {
+    # current entities per type in the opentk full sync of April 2026 (tk-api/SYNCFEED.md section 3)
+    "Stemming": 975_940, "ZaakActor": 842_993, "Besluit": 654_018, "Document": 594_708,
+    "DocumentVersie": 594_708, "DocumentActor": 579_165, "Agendapunt": 313_422, "Zaak": 295_578,
+    "ActiviteitActor": 292_618, "Activiteit": 71_539, "Reservering": 24_880, "Verslag": 22_822,
+    "CommissieZetel": 8_756, "Kamerstukdossier": 7_650, "Vergadering": 7_317, "Toezegging": 5_867,
+    "Persoon": 3_079, "Fractie": 59, "Zaal": 64,
+    # not in section 3: estimates from the sizes of their parents (about 4,500 persons, 150 committees)
+    "Commissie": 150, "CommissieContactinformatie": 300, "CommissieZetelVastPersoon": 12_000,
+    "CommissieZetelVastVacature": 1_500, "CommissieZetelVervangerPersoon": 10_000,
+    "CommissieZetelVervangerVacature": 1_500, "FractieZetel": 3_000, "FractieZetelPersoon": 6_000,
+    "FractieZetelVacature": 500, "PersoonContactinformatie": 6_000, "PersoonGeschenk": 4_000,
+    "PersoonLoopbaan": 15_000, "PersoonNevenfunctie": 12_000, "PersoonNevenfunctieInkomsten": 6_000,
+    "PersoonOnderwijs": 8_000, "PersoonReis": 3_000,
+}  # fmt: skip
+"""Rows per type in the real data (``proportional`` generation keeps these ratios). A type of a table
+that is not listed (a test's copy with a new entry) gets :data:`DEFAULT_SIZE`."""
+
+DEFAULT_SIZE = 1_000
+
+
+def real_counts(total: int, names: Sequence[str]) -> dict[str, int]:
+    """About ``total`` rows split over ``names`` in the proportions of :data:`REAL_SIZES`, at least one of
+    each type (so ``total >= len(names)`` gives every type a row; the sum may then exceed ``total``)."""
+    sizes = {name: REAL_SIZES.get(name, DEFAULT_SIZE) for name in names}
+    whole = sum(sizes.values()) or 1
+    return {name: max(1, round(total * size / whole)) if total > 0 else 0 for name, size in sizes.items()}
+
+
+# Share of live rows whose foreign key is set (default: all): only ~8% of the votes name a member
+# (roll-call votes, SYNCFEED.md section 3); an actor is mostly a person or a party, seldom a committee.
+_FK_FILL = {
+    ("Stemming", "Persoon_Id"): 0.08,
+    ("ZaakActor", "Commissie_Id"): 0.15,
+    ("DocumentActor", "Commissie_Id"): 0.15,
+    ("ActiviteitActor", "Commissie_Id"): 0.15,
+    ("Activiteit", "Voortouwcommissie_Id"): 0.8,
 }
 
 
@@ -168,10 +235,13 @@ def kind_value(kind: Kind, rng: random.Random, ticks: int) -> Any:
 def kamerstukdossier_table(table: Mapping[str, Entity] | None = None) -> Mapping[str, Entity]:
     """``table`` (default ``ENTITIES``) with Kamerstukdossier and its links from Zaak and Document.
 
-    The loaders do not load Kamerstukdossier (yet); the replay server serves it on demand
-    (``--kamerstukdossier``) from this copy of the table, so its link tables derive like every other.
+    :data:`ENTITIES` holds Kamerstukdossier (and Zaak's ``IN_DOSSIER``, Document's
+    ``DOCUMENT_IN_DOSSIER``): it is returned as it is. A table without it (a test's) gets it added, so
+    the replay server's ``--kamerstukdossier`` works for any table.
     """
     table = ENTITIES if table is None else table
+    if "Kamerstukdossier" in table:
+        return table
     dossier = Entity(
         name="Kamerstukdossier",
         loader="load_kamerstukdossiers",
@@ -333,7 +403,8 @@ def new_row(
     if entity is not None:  # after the models: their random draws stay what they were
         for prop, kind in entity.all_properties.items():
             if prop not in base:
-                base[prop] = kind_value(kind, rng, ticks)
+                model = _PROPERTY_VALUES.get((entity_set, prop))
+                base[prop] = model(rng, ticks) if model is not None else kind_value(kind, rng, ticks)
         for fk in entity.foreign_keys:
             base.setdefault(fk, None)
     return base
@@ -357,7 +428,21 @@ def tombstone(
 
 # Links per left row: (min, max) right rows, and the chance of having any (other link tables: default).
 _LINK_FANOUT = {
-    "Zaak-Document": (1, 3, 0.8),
+    "Document-Zaak": (1, 3, 0.8),
+    "Besluit-Zaak": (1, 1, 0.95),
+    "Reservering-Activiteit": (1, 1, 0.9),
+    "Reservering-Zaal": (1, 1, 0.95),
+    "Toezegging-Activiteit": (1, 1, 0.9),
+    "Toezegging.ToegezegdAanFractie-Fractie": (1, 1, 0.4),
+    "Toezegging.ToegezegdAanPersoon-Persoon": (1, 1, 0.4),
+    "Toezegging.IsHerhalingVan-Toezegging": (1, 1, 0.05),
+    "Toezegging.IsAanvullingOp-Toezegging": (1, 1, 0.05),
+    "Toezegging.IsWijzigingVan-Toezegging": (1, 1, 0.05),
+    "Zaak.GerelateerdVanuit-Zaak": (1, 1, 0.1),
+    "Zaak.VervangenVanuit-Zaak": (1, 1, 0.02),
+    "Activiteit.VoortgezetVanuit-Activiteit": (1, 1, 0.05),
+    "Activiteit.VervangenVanuit-Activiteit": (1, 1, 0.05),
+    "Document.BronDocument-Document": (1, 1, 0.2),
     "Zaak-Agendapunt": (1, 2, 0.4),
     "Zaak-Activiteit": (1, 2, 0.3),
     "Document-Activiteit": (1, 2, 0.3),
@@ -375,12 +460,16 @@ def generate(
     tombstone_rate: float = 0.2,
     with_kamerstukdossier: bool = False,
     entities: Mapping[str, Entity] | None = None,
+    proportional: bool = False,
 ) -> Dataset:
-    """``n`` rows per entity set, deterministic for (``n``, ``seed``, ``sets``, ``tombstone_rate``, table).
+    """``n`` rows per entity set, deterministic for (``n``, ``seed``, ``sets``, ``tombstone_rate``, table,
+    ``proportional``).
 
     ``entities`` is the entity table the dataset serves (default ``ENTITIES``); ``sets`` chooses which
     of its entities to fill (default: all; links and foreign keys only among those);
     ``with_kamerstukdossier`` adds Kamerstukdossier (:func:`kamerstukdossier_table`) to both.
+    ``proportional``: ``n`` is the total instead, split over the sets in the real proportions
+    (:func:`real_counts`; ``generate(365_000, proportional=True)`` is the parliament at 1/20).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -396,9 +485,10 @@ def generate(
     rng = random.Random(seed)
     clock = _Clock(rng, n)
     ds = Dataset(entities=table)
+    counts = real_counts(n, sets) if proportional else dict.fromkeys(sets, n)
     for name in sets:
         rows = ds.rows[name]
-        for seq in range(n):
+        for seq in range(counts[name]):
             row = new_row(name, rng, clock.next(), seq + 1, table[name])
             rows[row["Id"]] = row
     live = {name: [i for i in ds.sorted_ids(name) if rng.random() >= tombstone_rate] for name in sets}
@@ -409,8 +499,10 @@ def generate(
                 ds.rows[name][rid] = tombstone(row)
     for fk in ds.foreign_keys:
         if fk.source in sets and fk.target in sets and live[fk.target]:
+            fill = _FK_FILL.get((fk.source, fk.column), 1.0)
             for rid in live[fk.source]:
-                ds.rows[fk.source][rid][fk.column] = rng.choice(live[fk.target])
+                if fill >= 1.0 or rng.random() < fill:
+                    ds.rows[fk.source][rid][fk.column] = rng.choice(live[fk.target])
     for spec in ds.link_specs:
         if spec.left in sets and spec.right in sets and live[spec.right]:
             lo, hi, p = _LINK_FANOUT.get(spec.name, _DEFAULT_FANOUT)
@@ -621,6 +713,7 @@ __all__ = [
     "kind_value",
     "mutate",
     "new_row",
+    "real_counts",
     "parse_ticks",
     "tombstone",
 ]

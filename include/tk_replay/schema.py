@@ -9,8 +9,10 @@ new entry (or a different kind) gets a ``$metadata`` that declares it.
 How each relationship of the table is held in a dataset follows from that model
 (:func:`derive_links`): a foreign key (``Agendapunt.Activiteit_Id``) is a column of its rows; a
 collection navigation that is the reverse of a foreign key (``Vergadering.Verslag`` of
-``Verslag.Vergadering_Id``) is served from that column; every other navigation (``Zaak.Document``) is a
-many-to-many pair served from one link table (:class:`LinkSpec`), so both sides always agree.
+``Verslag.Vergadering_Id``) is served from that column; every other navigation (``Document.Zaak``) is a
+many-to-many pair served from one link table (:class:`LinkSpec`, :func:`link_table_name`), so both sides
+always agree; the relationship's ``inverse`` names the target's side where it is not named like the holder
+(``Zaak.VervangenVanuit`` / ``Zaak.VervangenDoor``).
 """
 
 from __future__ import annotations
@@ -71,11 +73,11 @@ def _wants(entities: Mapping[str, Entity], ns: str) -> dict[str, _TypeWant]:
             target = wants.setdefault(rel.target, _TypeWant())
             if rel.foreign_key is not None:
                 w.properties[rel.foreign_key] = GUID
-                w.navigations[rel.foreign_key.removesuffix("_Id")] = f"{ns}.{rel.target}"
+                w.navigations[rel.key_navigation or ""] = f"{ns}.{rel.target}"
             else:
                 w.navigations[rel.navigation or ""] = f"Collection({ns}.{rel.target})"
-            # the other side navigates back (Activiteit.Agendapunt, Document.Zaak)
-            target.reverse[e.name] = f"Collection({ns}.{e.name})"
+            # the other side navigates back (Activiteit.Agendapunt, Document.Zaak, Zaak.VervangenDoor)
+            target.reverse[rel.inverse or e.name] = f"Collection({ns}.{e.name})"
     return wants
 
 
@@ -175,6 +177,13 @@ def _back_navigation(schema: ODataSchema, owner: str, target: str) -> str:
     return owner if owner in back or not back else back[0]
 
 
+def link_table_name(holder: str, navigation: str, target: str) -> str:
+    """The link table of ``holder.navigation`` -> ``target``: ``"<holder>-<target>"`` (``Document-Zaak``),
+    or ``"<holder>.<navigation>-<target>"`` when the navigation is not named after its target (a holder
+    may have several to one target: ``Zaak.VervangenVanuit-Zaak``, ``Zaak.GerelateerdVanuit-Zaak``)."""
+    return f"{holder}-{target}" if navigation == target else f"{holder}.{navigation}-{target}"
+
+
 def derive_links(
     entities: Mapping[str, Entity], schema: ODataSchema
 ) -> tuple[tuple[LinkSpec, ...], tuple[ForeignKeySpec, ...]]:
@@ -194,8 +203,8 @@ def derive_links(
             if reverse is not None:
                 fks.append(ForeignKeySpec(reverse[0], reverse[1], e.name))
             else:
-                back = _back_navigation(schema, e.name, rel.target)
-                links.append(LinkSpec(f"{e.name}-{rel.target}", e.name, nav, rel.target, back))
+                back = rel.inverse or _back_navigation(schema, e.name, rel.target)
+                links.append(LinkSpec(link_table_name(e.name, nav, rel.target), e.name, nav, rel.target, back))
     order = {name: i for i, name in enumerate(entities)}
     unique = list(dict.fromkeys(fks))
     unique.sort(key=lambda fk: order.get(fk.source, len(order)))
