@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from include.loaders.api_profiles import PROFILES, ApiProfile
+from include.tk_replay import syncfeed_server
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.faults import FaultConfig, FaultInjector
 from include.tk_replay.odata import ODataError, View, parse_query
@@ -162,6 +163,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, _dumps(replay.fault_status()))
         if path == "/_stats":
             return self._send(200, _dumps(replay.stats()))
+        if path == syncfeed_server.PATH or path.startswith(syncfeed_server.PATH + "/"):
+            return self._syncfeed(replay, path[len(syncfeed_server.PATH) :].strip("/"), split.query)
         for profile in replay.profiles.values():
             if path == profile.path or path.startswith(profile.path + "/"):
                 break
@@ -199,6 +202,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._collection(view, profile, root, entity_set, q, split.query)
         except ODataError as e:
             return self._error(e.status, e.message)
+
+    def _syncfeed(self, replay: ReplayServer, rest: str, query: str) -> None:
+        """A SyncFeed request (:mod:`include.tk_replay.syncfeed_server`), with the same faults as OData."""
+        if self._inject(replay, data_request=True, rest=rest):
+            return
+        root = f"http://{self.headers.get('Host') or replay.host_port}{syncfeed_server.PATH}"
+        out = syncfeed_server.answer(replay.dataset, root, rest, query, replay.faults)
+        if out.status != 200:
+            return self._send(out.status, out.body, out.content_type)
+        replay._count("feed_pages")
+        self._send_body(out.body, out.content_type)
 
     def _authorized(self, expected: tuple[str, str]) -> bool:
         """Whether the request carries HTTP basic credentials equal to ``expected`` (user, password)."""
@@ -298,18 +312,18 @@ class _Handler(BaseHTTPRequestHandler):
         replay._count("pages")  # before the write: a client may look at once
         self._send_body(b"".join(parts))
 
-    def _send_body(self, body: bytes) -> None:
-        """Send a 200 JSON body, cut in half when this request drew the truncate fault."""
+    def _send_body(self, body: bytes, content_type: str = _JSON) -> None:
+        """Send a 200 body (JSON unless told), cut in half when this request drew the truncate fault."""
         replay = self.server.replay
         if self._truncate_pending:
             half = body[: len(body) // 2]
             if replay.faults.truncate_mode() == "close":
                 self.close_connection = True
-                self._send(200, half, declared_length=len(body))
+                self._send(200, half, content_type, declared_length=len(body))
             else:
-                self._send(200, half)
+                self._send(200, half, content_type)
             return
-        self._send(200, body)
+        self._send(200, body, content_type)
 
     def handle_one_request(self) -> None:
         self._truncate_pending = False
