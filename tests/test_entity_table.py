@@ -1,8 +1,9 @@
 """The entity table is the only list of entities (issue 9, deliverable 4).
 
-* one new entry in a COPY of the table (``Besluit``, with a foreign key to ``Agendapunt`` and an
-  ``Edm.Date`` property) gets its DAG task, its constraint, its ``$metadata`` requirement, a replay-server
-  entity set, generated rows and graph-model rows, and loads into Neo4j, without any other edit;
+* one new entry in a COPY of the table (``DocumentPublicatie``, with a foreign key to ``DocumentVersie``
+  and an ``Edm.Date`` property) gets its DAG task, its constraint, its ``$metadata`` requirement, a
+  replay-server entity set, generated rows and graph-model rows, and loads into Neo4j, without any other
+  edit;
 * a scalar property whose kind disagrees with ``$metadata`` (the table says DATETIME, ``$metadata`` says
   ``Edm.Date``) is reported by ``setup`` and stored by its served type (issue 10: the model follows the
   live ``$metadata``); a wrongly typed watermark still fails ``setup``, naming the entity, the property and
@@ -43,32 +44,32 @@ from include.tk_replay.generator import kind_value
 from include.tk_replay.schema import table_metadata
 from tests.loader_fixtures import expected_edges, make_client, replay
 
-# One entry, in a copy of the table. ``BesluitDatum`` is not in the real API: it stands for any
-# Edm.Date property (Persoon.Geboortedatum is one), so the overlay of the replay server declares it.
-BESLUIT = Entity(
-    name="Besluit",
-    loader="load_besluiten",
-    doc="A decision taken on an agenda item.",
+# One entry, in a copy of the table: DocumentPublicatie is in the OData API but not in the SyncFeed, so
+# not in the table. ``PublicatieDag`` is not in the real API: it stands for any Edm.Date property
+# (Persoon.Geboortedatum is one), so the overlay of the replay server declares it.
+PUBLICATIE = Entity(
+    name="DocumentPublicatie",
+    loader="load_document_publicaties",
+    doc="A publication of a document version.",
     properties={
-        "BesluitSoort": Kind.TEXT,
-        "BesluitTekst": Kind.TEXT,
-        "Status": Kind.TEXT,
-        "Opmerking": Kind.TEXT,
-        "AgendapuntZaakBesluitVolgorde": Kind.INT,
-        "BesluitDatum": Kind.DATE,
+        "Identifier": Kind.TEXT,
+        "DocumentType": Kind.TEXT,
+        "FileName": Kind.TEXT,
+        "ContentLength": Kind.INT,
+        "PublicatieDag": Kind.DATE,
     },
     relationships=(
         Relationship(
-            "DECIDED_ON", "Agendapunt", foreign_key="Agendapunt_Id", doc="the agenda item of the decision"
+            "PUBLISHES", "DocumentVersie", foreign_key="DocumentVersie_Id", doc="the version it publishes"
         ),
     ),
 )
-TABLE = table_with(BESLUIT)
+TABLE = table_with(PUBLICATIE)
 REAL_METADATA = (DATA_DIR / METADATA_FILE).read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
-def besluit_data() -> Dataset:
+def publicatie_data() -> Dataset:
     return Dataset.generate(300, seed=9, entities=TABLE)
 
 
@@ -76,12 +77,12 @@ def besluit_data() -> Dataset:
 
 
 def test_the_copy_leaves_the_table_alone():
-    assert "Besluit" in TABLE and "Besluit" not in ENTITIES
+    assert "DocumentPublicatie" in TABLE and "DocumentPublicatie" not in ENTITIES
     assert list(TABLE)[: len(ENTITIES)] == list(ENTITIES)
     with pytest.raises(TypeError):
-        ENTITIES["Besluit"] = BESLUIT  # type: ignore[index]  # the table is read-only
-    with pytest.raises(ValueError, match="PART_OF is owned by both Agendapunt and Besluit"):
-        table_with(dataclasses.replace(BESLUIT, relationships=(ENTITIES["Agendapunt"].relationships)))
+        ENTITIES["DocumentPublicatie"] = PUBLICATIE  # type: ignore[index]  # the table is read-only
+    with pytest.raises(ValueError, match="PART_OF is owned by both Agendapunt and DocumentPublicatie"):
+        table_with(dataclasses.replace(PUBLICATIE, relationships=(ENTITIES["Agendapunt"].relationships)))
     # the original tool's loader names (the DAG's task ids and the checkpoint names)
     loaders = {e.loader for e in ENTITIES.values()}
     assert {"load_zaken", "load_documents", "load_vergaderingen", "load_agendapunten"} <= loaders
@@ -101,13 +102,16 @@ def test_each_kind_is_one_row():
         assert spec.edm.startswith("Edm.") and spec.neo4j.isupper()
         kind_value(kind, random.Random(1), 17_000_000_000_000_000)  # the generator has values of it
     assert (Kind.DATE.edm, Kind.DATE.spec.neo4j, Kind.DATE.spec.cypher) == ("Edm.Date", "DATE", "date")
-    besluit = prepare_item(BESLUIT, {"Id": "B1", "BesluitDatum": "2025-03-19", "Agendapunt_Id": "P1"})
-    assert besluit.temporals["besluitDatum"] == "2025-03-19" and besluit.rels == {"DECIDED_ON": ["p1"]}
-    assert "n.`besluitDatum` = date(row.t.`besluitDatum`)" in upsert_query(BESLUIT)
-    assert prepare_item(BESLUIT, {"Id": "B1", "BesluitDatum": "0001-01-01"}).temporals["besluitDatum"] is None
+    besluit = prepare_item(PUBLICATIE, {"Id": "B1", "PublicatieDag": "2025-03-19", "DocumentVersie_Id": "P1"})
+    assert besluit.temporals["publicatieDag"] == "2025-03-19" and besluit.rels == {"PUBLISHES": ["p1"]}
+    assert "n.`publicatieDag` = date(row.t.`publicatieDag`)" in upsert_query(PUBLICATIE)
+    assert (
+        prepare_item(PUBLICATIE, {"Id": "B1", "PublicatieDag": "0001-01-01"}).temporals["publicatieDag"]
+        is None
+    )
     for bad in ("2025-13-45", "2025-03-19T00:00:00Z", 20250319):
-        with pytest.raises(ItemDataError, match=rf"Besluit b2: BesluitDatum={bad!r} is not"):
-            prepare_item(BESLUIT, {"Id": "B2", "BesluitDatum": bad})
+        with pytest.raises(ItemDataError, match=rf"DocumentPublicatie b2: PublicatieDag={bad!r} is not"):
+            prepare_item(PUBLICATIE, {"Id": "B2", "PublicatieDag": bad})
 
 
 def test_docs_graph_model_holds_exactly_the_generated_tables():
@@ -123,98 +127,105 @@ def test_docs_graph_model_holds_exactly_the_generated_tables():
 def test_a_new_entry_gets_its_dag_task_constraint_label_and_requirement():
     dag = build_dag(TABLE, dag_id="tk_ingest_with_besluit")
     tasks = {t.task_id: t for t in dag.tasks}
-    assert {"plan_besluiten", "load_besluiten"} <= set(tasks)
-    assert [u.task_id for u in tasks["load_besluiten"].upstream_list] == ["plan_besluiten"]
-    assert "Besluit" in dag.params["entities"]
-    assert "load_besluiten" not in {t.task_id for t in build_dag().tasks}  # the table is untouched
+    assert {"plan_document_publicaties", "load_document_publicaties"} <= set(tasks)
+    assert [u.task_id for u in tasks["load_document_publicaties"].upstream_list] == [
+        "plan_document_publicaties"
+    ]
+    assert "DocumentPublicatie" in dag.params["entities"]
+    assert "load_document_publicaties" not in {t.task_id for t in build_dag().tasks}  # the table is untouched
 
-    assert "Besluit" in all_labels(TABLE.values()) and "Besluit" not in all_labels()
+    assert "DocumentPublicatie" in all_labels(TABLE.values()) and "DocumentPublicatie" not in all_labels()
 
-    req = requirements(["Besluit"], TABLE)["Besluit"]
-    # what the load needs is required; the scalars (BesluitDatum) follow the served $metadata
-    assert "Agendapunt_Id" in req.properties and "BesluitDatum" not in req.properties
-    assert req.types["Agendapunt_Id"] == "Edm.Guid"
+    req = requirements(["DocumentPublicatie"], TABLE)["DocumentPublicatie"]
+    # what the load needs is required; the scalars (PublicatieDag) follow the served $metadata
+    assert "DocumentVersie_Id" in req.properties and "PublicatieDag" not in req.properties
+    assert req.types["DocumentVersie_Id"] == "Edm.Guid"
     assert req.types["ApiGewijzigdOp"] == "Edm.DateTimeOffset"
 
 
 def test_a_new_entry_gets_graph_model_rows():
     tables = graph_model_tables(TABLE)
     assert (
-        "| `:Besluit` | `Besluit` | `load_besluiten` | a decision taken on an agenda item |"
-        in tables["nodes"]
+        "| `:DocumentPublicatie` | `DocumentPublicatie` | `load_document_publicaties` "
+        "| a publication of a document version |" in tables["nodes"]
     )
     header, _, *rows = [
         [c.strip() for c in line.strip("|").split("|")] for line in tables["properties"].splitlines()
     ]
-    row = next(r for r in rows if r[0] == "`:Besluit`")
-    assert row[header.index("DATE")] == "`besluitDatum`"
-    assert "`agendapuntZaakBesluitVolgorde`" in row[header.index("INTEGER")]
+    row = next(r for r in rows if r[0] == "`:DocumentPublicatie`")
+    assert row[header.index("DATE")] == "`publicatieDag`"
+    assert "`contentLength`" in row[header.index("INTEGER")]
     assert (
-        "| `DECIDED_ON` | `(:Besluit)-[:DECIDED_ON]->(:Agendapunt)` "
-        "| foreign key `Besluit.Agendapunt_Id` (n:1) | `load_besluiten` |"
+        "| `PUBLISHES` | `(:DocumentPublicatie)-[:PUBLISHES]->(:DocumentVersie)` "
+        "| foreign key `DocumentPublicatie.DocumentVersie_Id` (n:1) "
+        "| `<documentVersie ref=…/>` in `<documentPublicatie>` | `load_document_publicaties` |"
     ) in tables["relationships"]
-    assert "Besluit" not in graph_model_tables()["nodes"]
+    assert "DocumentPublicatie" not in graph_model_tables()["nodes"]
 
 
-def test_a_new_entry_gets_generated_rows_and_a_replay_entity_set(besluit_data):
-    ds = besluit_data
-    rows = ds.rows["Besluit"]
+def test_a_new_entry_gets_generated_rows_and_a_replay_entity_set(publicatie_data):
+    ds = publicatie_data
+    rows = ds.rows["DocumentPublicatie"]
     assert len(rows) == 300
-    live_agendapunten = set(ds.live_ids("Agendapunt"))
+    live_versies = set(ds.live_ids("DocumentVersie"))
     live = [r for r in rows.values() if not r["Verwijderd"]]
     assert 0.7 < len(live) / 300 < 0.9
-    assert all(r["Agendapunt_Id"] in live_agendapunten for r in live)  # the foreign key, to live rows
-    assert all(isinstance(r["BesluitDatum"], str) and len(r["BesluitDatum"]) == 10 for r in live)
-    assert {t for t, _, _ in expected_edges(ds)} >= {"DECIDED_ON", "PART_OF", "HAS_DOCUMENT"}
+    assert all(r["DocumentVersie_Id"] in live_versies for r in live)  # the foreign key, to live rows
+    assert all(isinstance(r["PublicatieDag"], str) and len(r["PublicatieDag"]) == 10 for r in live)
+    assert {t for t, _, _ in expected_edges(ds)} >= {"PUBLISHES", "PART_OF", "FOR_CASE"}
 
     with replay(ds) as server:
         meta = requests.get(server.service_root() + "/$metadata", timeout=10).text
-        assert '<Property Name="BesluitDatum" Type="Edm.Date" />' in meta
+        assert '<Property Name="PublicatieDag" Type="Edm.Date" />' in meta
         served = requests.get(
-            server.service_root() + "/Besluit?$select=Id,BesluitDatum&$expand=Agendapunt($select=Id)",
+            server.service_root()
+            + "/DocumentPublicatie?$select=Id,PublicatieDag&$expand=DocumentVersie($select=Id)",
             timeout=10,
         ).json()["value"]
         assert len(served) == 250  # one v4/2.0 page
         for b in served:
-            assert b["BesluitDatum"] == rows[b["Id"]]["BesluitDatum"]
-            assert (b["Agendapunt"] or {}).get("Id") == rows[b["Id"]]["Agendapunt_Id"]
+            assert b["PublicatieDag"] == rows[b["Id"]]["PublicatieDag"]
+            assert (b["DocumentVersie"] or {}).get("Id") == rows[b["Id"]]["DocumentVersie_Id"]
         # the other side of the foreign key, from the same column
         back = requests.get(
-            server.service_root() + "/Agendapunt?$select=Id&$expand=Besluit($select=Id)", timeout=10
+            server.service_root() + "/DocumentVersie?$select=Id&$expand=DocumentPublicatie($select=Id)",
+            timeout=10,
         ).json()["value"]
-        assert any(a["Besluit"] for a in back)
+        assert any(a["DocumentPublicatie"] for a in back)
 
         client = make_client(server.url)
         client.check_metadata(requirements(TABLE, TABLE))  # its requirement holds on its server
     with replay(Dataset.generate(5, seed=1, sets=("Zaak",))) as plain:  # the real $metadata
         plain_client = make_client(plain.url)
-        plain_client.check_metadata(requirements(["Besluit"], TABLE))  # a scalar is not fatal
-        served = served_entity_of(plain_client, TABLE["Besluit"])
-    assert "BesluitDatum" not in served.all_properties  # not served: neither requested nor written
-    assert "BesluitDatum" not in served.select and "BesluitSoort" in served.select
+        plain_client.check_metadata(requirements(["DocumentPublicatie"], TABLE))  # a scalar is not fatal
+        served = served_entity_of(plain_client, TABLE["DocumentPublicatie"])
+    assert "PublicatieDag" not in served.all_properties  # not served: neither requested nor written
+    assert "PublicatieDag" not in served.select and "Identifier" in served.select
 
 
-def test_a_new_entry_loads_into_neo4j(neo4j_empty, besluit_data):
-    ds = besluit_data
+def test_a_new_entry_loads_into_neo4j(neo4j_empty, publicatie_data):
+    ds = publicatie_data
     with replay(ds) as server:
-        result = load_entity(TABLE["Besluit"], client=make_client(server.url), driver=neo4j_empty)
-    live = ds.live_ids("Besluit")
-    assert result.processed == len(ds.rows["Besluit"]) and result.failed == 0
+        result = load_entity(TABLE["DocumentPublicatie"], client=make_client(server.url), driver=neo4j_empty)
+    live = ds.live_ids("DocumentPublicatie")
+    assert result.processed == len(ds.rows["DocumentPublicatie"]) and result.failed == 0
     got = {
         r["id"]: r["d"]
-        for r in neo4j_empty.execute_query("MATCH (b:Besluit) RETURN b.id AS id, b.besluitDatum AS d").records
+        for r in neo4j_empty.execute_query(
+            "MATCH (b:DocumentPublicatie) RETURN b.id AS id, b.publicatieDag AS d"
+        ).records
     }
     assert set(got) == set(live)
     sample = live[0]
-    assert got[sample] == Date.from_iso_format(ds.rows["Besluit"][sample]["BesluitDatum"])
+    assert got[sample] == Date.from_iso_format(ds.rows["DocumentPublicatie"][sample]["PublicatieDag"])
     edges = neo4j_empty.execute_query(
-        "MATCH (b:Besluit)-[:DECIDED_ON]->(p:Agendapunt) RETURN b.id AS b, p.id AS p"
+        "MATCH (b:DocumentPublicatie)-[:PUBLISHES]->(p:DocumentVersie) RETURN b.id AS b, p.id AS p"
     ).records
-    assert {("DECIDED_ON", r["b"], r["p"]) for r in edges} == {
-        e for e in expected_edges(ds) if e[0] == "DECIDED_ON"
+    assert {("PUBLISHES", r["b"], r["p"]) for r in edges} == {
+        e for e in expected_edges(ds) if e[0] == "PUBLISHES"
     }
     names = {r["name"] for r in neo4j_empty.execute_query("SHOW CONSTRAINTS YIELD name").records}
-    assert "tk_besluit_id" in names  # its constraint, created before the load
+    assert "tk_documentpublicatie_id" in names  # its constraint, created before the load
 
 
 # -- a wrong kind fails setup ---------------------------------------------------------------------------

@@ -37,7 +37,8 @@ def test_entity_table_shape():
     zaak = get_entity("Zaak")
     assert get_entity("load_zaken") is zaak
     assert zaak.select[:2] == ["Id", "Verwijderd"] and "ApiGewijzigdOp" in zaak.select
-    assert zaak.expand == ["Document", "Agendapunt", "Activiteit"]
+    assert zaak.expand[:2] == ["Agendapunt", "Activiteit"] and "Document" not in zaak.expand
+    assert "Zaak" in get_entity("Document").expand  # the document holds the link (SYNCFEED.md section 4)
     assert get_entity("Agendapunt").select[-1] == "Activiteit_Id"
     assert property_name("ApiGewijzigdOp") == "apiGewijzigdOp" and property_name("Nummer") == "nummer"
     # every relationship type has exactly one owner; every label gets a constraint
@@ -47,7 +48,7 @@ def test_entity_table_shape():
     reqs = requirements()
     assert set(reqs) == {"Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit"}
     assert "Activiteit_Id" in reqs["Agendapunt"].properties
-    assert reqs["Vergadering"].navigations == ["Verslag"]
+    assert reqs["Vergadering"].navigations == []  # the report holds the link: Verslag.Vergadering_Id
     with pytest.raises(KeyError, match="Unknown entity 'Zaken'"):
         get_entity("Zaken")
 
@@ -57,7 +58,8 @@ def test_prepare_item_converts_sample_rows():
     assert zaak.props["nummer"] == "2025Z05057" and zaak.props["volgnummer"] == 447
     assert zaak.props["afgedaan"] is True and zaak.props["citeertitel"] is None
     assert zaak.temporals["apiGewijzigdOp"] == "2025-10-02T21:14:13.202435Z"
-    assert zaak.rels == {"HAS_DOCUMENT": [], "ON_AGENDA_ITEM": [], "DISCUSSED_IN": []}
+    assert zaak.rels == {r.type: [] for r in ENTITIES["Zaak"].relationships}  # the sample has no links
+    assert "FOR_CASE" in {r.type for r in ENTITIES["Document"].relationships}  # Document holds the link
 
     doc = prepare_item(
         ENTITIES["Document"], _row(_sample("document"), "438865be-3509-4cfc-831c-1f6c50ab6d2a")
@@ -131,7 +133,7 @@ def test_write_batch_merges_replaces_edges_and_removes_nulls(neo4j_empty):
         "Volgnummer": 3,
         "GestartOp": "2025-03-19T00:00:00+01:00",
         "ApiGewijzigdOp": "2025-10-02T21:14:13.2024351Z",
-        "Document": [{"Id": "d1"}, {"Id": "d2"}],
+        "Agendapunt": [{"Id": "d1"}, {"Id": "d2"}],
         "Activiteit": [{"Id": "a1"}],
     }
     writer.write_batch(zaak, [prepare_item(zaak, row)])
@@ -140,19 +142,19 @@ def test_write_batch_merges_replaces_edges_and_removes_nulls(neo4j_empty):
     assert p["gestartOp"] == DateTime(2025, 3, 19, 0, 0, 0, 0, tzinfo=p["gestartOp"].tzinfo)
     assert p["gestartOp"].utcoffset().total_seconds() == 3600  # the offset is kept
     assert p["apiGewijzigdOp"].nanosecond == 202435100  # all 7 fractional digits
-    assert _targets(d, "z1", "HAS_DOCUMENT") == ["d1", "d2"]
+    assert _targets(d, "z1", "ON_AGENDA_ITEM") == ["d1", "d2"]
     # far ends are placeholders with their label and only an id; never label-less nodes
-    assert _props(d, "Document", "d1") == {"id": "d1"}
+    assert _props(d, "Agendapunt", "d1") == {"id": "d1"}
     assert d.execute_query("MATCH (n) WHERE size(labels(n)) = 0 RETURN count(n) AS c").records[0]["c"] == 0
 
     # reload: a link removed, one added, a value nulled, a value set to the -1 sentinel
-    row2 = dict(row, Titel=None, Volgnummer=-1, Document=[{"Id": "d2"}, {"Id": "d3"}], Activiteit=[])
+    row2 = dict(row, Titel=None, Volgnummer=-1, Agendapunt=[{"Id": "d2"}, {"Id": "d3"}], Activiteit=[])
     writer.write_batch(zaak, [prepare_item(zaak, row2)])
     p = _props(d, "Zaak", "z1")
     assert "titel" not in p and "volgnummer" not in p and p["nummer"] == "2025Z00001"
-    assert _targets(d, "z1", "HAS_DOCUMENT") == ["d2", "d3"]
+    assert _targets(d, "z1", "ON_AGENDA_ITEM") == ["d2", "d3"]
     assert _targets(d, "z1", "DISCUSSED_IN") == []
-    assert _props(d, "Document", "d1") == {"id": "d1"}  # the node stays (other owners may link it)
+    assert _props(d, "Agendapunt", "d1") == {"id": "d1"}  # the node stays (other owners may link it)
 
     # loading the same row again changes nothing (one edge per pair)
     writer.write_batch(zaak, [prepare_item(zaak, row2), prepare_item(zaak, row2)])
@@ -164,17 +166,17 @@ def test_tombstone_is_detach_deleted_with_its_edges(neo4j_empty):
     d = neo4j_empty
     writer = GraphWriter(d)
     writer.ensure_constraints()
-    zaak, doc = ENTITIES["Zaak"], ENTITIES["Document"]
-    writer.write_batch(zaak, [prepare_item(zaak, {"Id": "z1", "Document": [{"Id": "d1"}]})])
-    writer.write_batch(doc, [prepare_item(doc, {"Id": "d1", "Titel": "t", "Activiteit": [{"Id": "a1"}]})])
-    writer.write_batch(doc, [prepare_item(doc, {"Id": "d1", "Verwijderd": True, "Titel": None})])
-    assert _props(d, "Document", "d1") is None
-    assert _targets(d, "z1", "HAS_DOCUMENT") == []
+    zaak, doc = ENTITIES["Zaak"], ENTITIES["Agendapunt"]
+    writer.write_batch(zaak, [prepare_item(zaak, {"Id": "z1", "Agendapunt": [{"Id": "d1"}]})])
+    writer.write_batch(doc, [prepare_item(doc, {"Id": "d1", "Onderwerp": "t", "Activiteit_Id": "a1"})])
+    writer.write_batch(doc, [prepare_item(doc, {"Id": "d1", "Verwijderd": True, "Onderwerp": None})])
+    assert _props(d, "Agendapunt", "d1") is None
+    assert _targets(d, "z1", "ON_AGENDA_ITEM") == []
     assert _props(d, "Activiteit", "a1") == {"id": "a1"}
     # a tombstone of something never loaded is fine; a navigation entry flagged deleted gets no edge
     writer.write_batch(doc, [prepare_item(doc, {"Id": "dx", "Verwijderd": True})])
-    item = prepare_item(zaak, {"Id": "z2", "Document": [{"Id": "d9", "Verwijderd": True}, {"Id": "d8"}]})
-    assert item.rels["HAS_DOCUMENT"] == ["d8"]
+    item = prepare_item(zaak, {"Id": "z2", "Agendapunt": [{"Id": "d9", "Verwijderd": True}, {"Id": "d8"}]})
+    assert item.rels["ON_AGENDA_ITEM"] == ["d8"]
 
 
 def test_data_errors_are_told_apart_from_connection_errors(neo4j_empty):

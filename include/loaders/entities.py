@@ -145,6 +145,7 @@ class Kind(Enum):
     INT = KindSpec("Edm.Int32", "INTEGER", doc="as is")
     INT_OPT = KindSpec("Edm.Int32", "INTEGER", _int_or_sentinel, doc="-1 means no value: absent (Volgnummer)")
     FLOAT = KindSpec("Edm.Double", "FLOAT", doc="as is")
+    DECIMAL = KindSpec("Edm.Decimal", "FLOAT", doc="as is, a float (PersoonNevenfunctieInkomsten.Bedrag)")
     BOOL = KindSpec("Edm.Boolean", "BOOLEAN", doc="as is")
     DATETIME = KindSpec(
         "Edm.DateTimeOffset",
@@ -177,8 +178,15 @@ class Kind(Enum):
 
 
 # Short names for the table below.
-T, N, N_OPT, F, B, DT, D, DAY = (
-    Kind.TEXT, Kind.INT, Kind.INT_OPT, Kind.FLOAT, Kind.BOOL, Kind.DATETIME, Kind.DATE, Kind.DAY
+T, N, N_OPT, DEC, B, DT, D, DAY = (
+    Kind.TEXT,
+    Kind.INT,
+    Kind.INT_OPT,
+    Kind.DECIMAL,
+    Kind.BOOL,
+    Kind.DATETIME,
+    Kind.DATE,
+    Kind.DAY,
 )
 
 EDM_KINDS: Mapping[str, Kind] = MappingProxyType(
@@ -192,7 +200,7 @@ EDM_KINDS: Mapping[str, Kind] = MappingProxyType(
         "Edm.Boolean": Kind.BOOL,
         "Edm.DateTimeOffset": Kind.DATETIME,
         "Edm.Date": Kind.DATE,
-        "Edm.Decimal": Kind.FLOAT,
+        "Edm.Decimal": Kind.DECIMAL,
         "Edm.Double": Kind.FLOAT,
         "Edm.Single": Kind.FLOAT,
     }
@@ -229,7 +237,7 @@ class Relationship:
         navigation: the holder's collection navigation (``Document.Zaak``).
         doc: what the edge means.
         feed_ref: the ref element of the holder in the SyncFeed XSD; None: the lower-camel form of the
-            navigation, or of the foreign key without ``_Id`` (:attr:`feed_name`).
+            navigation, or of the navigation the foreign key backs (:attr:`feed_name`).
         fk_navigation: the single-valued navigation the foreign key backs in ``$metadata``; None: the key
             without ``_Id`` (``PersoonId`` backs ``Persoon``).
         inverse: the target's collection navigation that lists the holders (``Zaak.VervangenDoor`` for
@@ -269,7 +277,7 @@ class Relationship:
         """The SyncFeed ref element (``huidigeDocumentVersie``; repeated for a many-valued link)."""
         if self.feed_ref is not None:
             return self.feed_ref
-        return property_name(self.navigation or (self.foreign_key or "").removesuffix("_Id"))
+        return property_name(self.navigation or self.key_navigation or "")
 
 
 FEED_ATTRIBUTES: Mapping[str, str] = MappingProxyType(
@@ -456,44 +464,79 @@ def check_table(entities: Mapping[str, Entity]) -> Mapping[str, Entity]:
 # DocumentPublicatieMetadata exist only in OData: they are not loaded.
 # --------------------------------------------------------------------------------------------------
 
-def _actor(name: str, loader: str, subject: str, subject_type: str, doc: str, prefix: str,
-           properties: Mapping[str, Kind]) -> Entity:
+
+def _actor(
+    name: str,
+    loader: str,
+    subject: str,
+    subject_type: str,
+    doc: str,
+    prefix: str,
+    properties: Mapping[str, Kind],
+) -> Entity:
     """ZaakActor, DocumentActor, ActiviteitActor: a person, party or committee in a role on a subject."""
     return Entity(
-        name=name, loader=loader, doc=doc, properties=properties,
+        name=name,
+        loader=loader,
+        doc=doc,
+        properties=properties,
         relationships=(
-            Relationship(subject_type, subject, foreign_key=f"{subject}_Id",
-                         doc=f"the {subject.lower()} this actor takes part in"),
-            Relationship(f"{prefix}_ACTOR_PERSON", "Persoon", foreign_key="Persoon_Id",
-                         doc="the member or person who is the actor"),
-            Relationship(f"{prefix}_ACTOR_PARTY", "Fractie", foreign_key="Fractie_Id",
-                         doc="the party that is the actor, or the actor's party"),
-            Relationship(f"{prefix}_ACTOR_COMMITTEE", "Commissie", foreign_key="Commissie_Id",
-                         doc="the committee that is the actor"),
+            Relationship(
+                subject_type,
+                subject,
+                foreign_key=f"{subject}_Id",
+                doc=f"the {subject.lower()} this actor takes part in",
+            ),
+            Relationship(
+                f"{prefix}_ACTOR_PERSON",
+                "Persoon",
+                foreign_key="Persoon_Id",
+                doc="the member or person who is the actor",
+            ),
+            Relationship(
+                f"{prefix}_ACTOR_PARTY",
+                "Fractie",
+                foreign_key="Fractie_Id",
+                doc="the party that is the actor, or the actor's party",
+            ),
+            Relationship(
+                f"{prefix}_ACTOR_COMMITTEE",
+                "Commissie",
+                foreign_key="Commissie_Id",
+                doc="the committee that is the actor",
+            ),
         ),
     )
 
 
-def _of_persoon(name: str, loader: str, rel: str, doc: str, rel_doc: str, properties: Mapping[str, Kind],
-                **kwargs: Any) -> Entity:
+def _of_persoon(
+    name: str, loader: str, rel: str, doc: str, rel_doc: str, properties: Mapping[str, Kind], **kwargs: Any
+) -> Entity:
     """A fact about one person (contact, gift, career, side job, education, trip)."""
     key = kwargs.pop("foreign_key", "Persoon_Id")
     return Entity(
-        name=name, loader=loader, doc=doc, properties=properties,
+        name=name,
+        loader=loader,
+        doc=doc,
+        properties=properties,
         relationships=(Relationship(rel, "Persoon", foreign_key=key, fk_navigation="Persoon", doc=rel_doc),),
         **kwargs,
     )
 
 
-def _zetel_bezetting(name: str, loader: str, seat: str, seat_rel: str, other: str, other_rel: str,
-                     doc: str, other_doc: str) -> Entity:
+def _zetel_bezetting(
+    name: str, loader: str, seat: str, seat_rel: str, other: str, other_rel: str, doc: str, other_doc: str
+) -> Entity:
     """Who (a person) or what (a vacancy for a party) fills a committee or party seat, from when to when."""
     seat_fk = f"{seat}_Id"
     rels = [Relationship(seat_rel, seat, foreign_key=seat_fk, doc=f"the {seat} seat this fills")]
     if other:
         rels.append(Relationship(other_rel, other, foreign_key=f"{other}_Id", doc=other_doc))
     return Entity(
-        name=name, loader=loader, doc=doc, properties={"Functie": T, "Van": DAY, "TotEnMet": DAY},
+        name=name,
+        loader=loader,
+        doc=doc,
+        properties={"Functie": T, "Van": DAY, "TotEnMet": DAY},
         relationships=tuple(rels),
     )
 
@@ -772,7 +815,7 @@ ENTITIES: Mapping[str, Entity] = check_table(
                 loader="load_persoon_nevenfunctie_inkomsten",
                 doc="The income of a side job in one year.",
                 properties={
-                    "Jaar": T, "BedragSoort": T, "BedragVoorvoegsel": T, "BedragValuta": T, "Bedrag": F,
+                    "Jaar": T, "BedragSoort": T, "BedragVoorvoegsel": T, "BedragValuta": T, "Bedrag": DEC,
                     "BedragAchtervoegsel": T, "Frequentie": T, "FrequentieBeschrijving": T, "Opmerking": T,
                 },
                 relationships=(
@@ -832,12 +875,13 @@ ENTITIES: Mapping[str, Entity] = check_table(
                                  inverse="Toezegging", doc="the member the promise was made to"),
                     Relationship("PROMISED_AT", "Activiteit", navigation="Activiteit",
                                  doc="the activity (debate) where the promise was made"),
-                    Relationship("REPEATS", "Toezegging", navigation="IsHerhalingVan", inverse="IsHerhaaldDoor",
-                                 doc="an earlier promise this one repeats (m:n)"),
+                    Relationship("REPEATS", "Toezegging", navigation="IsHerhalingVan",
+                                 inverse="IsHerhaaldDoor", doc="an earlier promise this one repeats (m:n)"),
                     Relationship("SUPPLEMENTS", "Toezegging", navigation="IsAanvullingOp",
-                                 inverse="IsAangevuldVanuit", doc="an earlier promise this one supplements (m:n)"),
-                    Relationship("AMENDS", "Toezegging", navigation="IsWijzigingVan", inverse="IsGewijzigdDoor",
-                                 doc="an earlier promise this one amends (m:n)"),
+                                 inverse="IsAangevuldVanuit",
+                                 doc="an earlier promise this one supplements (m:n)"),
+                    Relationship("AMENDS", "Toezegging", navigation="IsWijzigingVan",
+                                 inverse="IsGewijzigdDoor", doc="an earlier promise this one amends (m:n)"),
                 ),
             ),
             _actor("ZaakActor", "load_zaak_actoren", "Zaak", "ACTOR_OF_CASE",

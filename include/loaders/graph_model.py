@@ -83,19 +83,44 @@ def _relationships(entities: Mapping[str, Entity]) -> str:
             else:
                 source = f"navigation `{e.name}.{r.navigation}`, `$expand={r.navigation}($select=Id)`"
             direction = f"`(:{e.label})-[:{r.type}]->(:{r.target})`"
-            rows.append([f"`{r.type}`", direction, source, f"`{e.loader}`", _doc(r.doc)])
-    return _table(["type", "direction", "API source", "owner (loader)", "meaning"], rows)
+            feed = f"`<{r.feed_name} ref=…/>` in `<{e.feed_element}>`"
+            rows.append([f"`{r.type}`", direction, source, feed, f"`{e.loader}`", _doc(r.doc)])
+    header = ["type", "direction (holder -> target)", "OData source", "SyncFeed ref", "owner (loader)"]
+    return _table([*header, "meaning"], rows)
+
+
+def _feed(entities: Mapping[str, Entity]) -> str:
+    rows = []
+    for e in entities.values():
+        renamed = [
+            f"`{api}` = `{e.feed_field(api)}`"
+            for api in e.all_properties
+            if e.feed_field(api) != property_name(api) and api not in e.odata_only
+        ]
+        skipped = [f"`{name}`: {why}" for name, why in e.feed_ignored.items()]
+        skipped += [f"`{api}` (OData only): {why}" for api, why in e.odata_only.items()]
+        rows.append(
+            [
+                f"`:{e.label}`",
+                f"`{e.feed_category}` / `<{e.feed_element}>`",
+                ", ".join(renamed),
+                "; ".join(skipped),
+            ]
+        )
+    header = ["label", "SyncFeed category / element", "names that differ", "not stored"]
+    return _table(header, rows)
 
 
 def graph_model_tables(entities: Mapping[str, Entity] | None = None) -> dict[str, str]:
     """Table name -> Markdown table, for ``entities`` (default ``ENTITIES``): nodes, properties, kinds,
-    relationships."""
+    relationships, the SyncFeed names (feed)."""
     entities = ENTITIES if entities is None else entities
     return {
         "nodes": _nodes(entities),
         "properties": _properties(entities),
         "kinds": _kinds(),
         "relationships": _relationships(entities),
+        "feed": _feed(entities),
     }
 
 

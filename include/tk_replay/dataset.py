@@ -4,13 +4,13 @@ Rows are stored once, with the v4/2.0 property names; the server renames them pe
 out. A dataset serves the entities of an entity table (``include.loaders.entities.ENTITIES`` unless
 another is given): its ``$metadata`` is the real one with the table laid over it, and its link tables
 and foreign keys are derived from the table's relationships (:mod:`include.tk_replay.schema`).
-Many-to-many navigations (``Zaak.Document`` / ``Document.Zaak`` …) come from ONE link table per pair
+Many-to-many navigations (``Document.Zaak`` / ``Zaak.Document`` …) come from ONE link table per pair
 (:attr:`Dataset.link_specs`), so both sides always agree. Single-valued navigations follow foreign keys
 (a property ``<Nav>_Id``, e.g. ``Agendapunt.Activiteit_Id``), and the collection on the other side
 (``Activiteit.Agendapunt``) is the reverse of that key.
 
 On disk a dataset is a folder: ``<EntitySet>.json`` (a JSON array of rows, or an OData page with a
-``value`` array), optional ``links.json`` (``{"Zaak-Document": [[zaak_id, document_id], …], …}``) and
+``value`` array), optional ``links.json`` (``{"Document-Zaak": [[document_id, zaak_id], …], …}``) and
 optional ``metadata.xml`` (the v4/2.0 ``$metadata``; the real one of Oct 2025 by default). The real samples
 (``include/tk_replay/data``) load as they are: a file name containing an entity set name
 (``motiematcher_zaak_page1_valuearray_noFK.json``) counts for that set.

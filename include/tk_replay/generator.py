@@ -151,6 +151,7 @@ _KIND_VALUES: dict[Kind, Callable[[random.Random, int], Any]] = {
     Kind.INT: lambda rng, ticks: rng.randrange(1, 1000),
     Kind.INT_OPT: lambda rng, ticks: rng.randrange(1, 1000) if rng.random() < 0.8 else -1,
     Kind.FLOAT: lambda rng, ticks: round(rng.uniform(0, 1000), 2),
+    Kind.DECIMAL: lambda rng, ticks: round(rng.uniform(0, 50_000), 2),
     Kind.BOOL: lambda rng, ticks: rng.random() < 0.5,
     Kind.DATETIME: lambda rng, ticks: _day(ticks, rng, rng.randrange(0, 60)),
     Kind.DATE: _calendar_day,
@@ -713,7 +714,7 @@ __all__ = [
     "kind_value",
     "mutate",
     "new_row",
-    "real_counts",
     "parse_ticks",
+    "real_counts",
     "tombstone",
 ]

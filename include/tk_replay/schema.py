@@ -204,7 +204,9 @@ def derive_links(
                 fks.append(ForeignKeySpec(reverse[0], reverse[1], e.name))
             else:
                 back = rel.inverse or _back_navigation(schema, e.name, rel.target)
-                links.append(LinkSpec(link_table_name(e.name, nav, rel.target), e.name, nav, rel.target, back))
+                links.append(
+                    LinkSpec(link_table_name(e.name, nav, rel.target), e.name, nav, rel.target, back)
+                )
     order = {name: i for i, name in enumerate(entities)}
     unique = list(dict.fromkeys(fks))
     unique.sort(key=lambda fk: order.get(fk.source, len(order)))
