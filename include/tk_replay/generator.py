@@ -163,7 +163,7 @@ _KIND_VALUES: dict[Kind, Callable[[random.Random, int], Any]] = {
 _STEMMING_SOORT = [("Voor", 50), ("Tegen", 45), ("Niet deelgenomen", 5)]
 _ACTOR_RELATIE = [("Indiener", 30), ("Medeindiener", 40), ("Rapporteur", 5), ("Volgcommissie", 10)]
 _ACTOR_RELATIE += [("Voortouwcommissie", 10), ("Ondertekenaar", 5)]
-_TOEZEGGING_STATUS = [("Openstaand", 40), ("Voldaan", 50), ("Deels voldaan", 10)]
+_TOEZEGGING_STATUS = [("Openstaand", 40), ("Voldaan", 50), ("Deels Voldaan", 10)]
 _PROPERTY_VALUES: dict[tuple[str, str], Callable[[random.Random, int], Any]] = {
     ("Stemming", "Soort"): lambda rng, ticks: _weighted(rng, _STEMMING_SOORT),
     ("Stemming", "ActorFractie"): lambda rng, ticks: rng.choice(_PARTIES),
@@ -180,6 +180,17 @@ _PROPERTY_VALUES: dict[tuple[str, str], Callable[[random.Random, int], Any]] = {
     ("Persoon", "Functie"): lambda rng, ticks: rng.choice(["Tweede Kamerlid", "Oud Kamerlid", "Minister"]),
     ("Commissie", "Afkorting"): lambda rng, ticks: rng.choice(_COMMISSIES)[1],
     ("Commissie", "NaamNL"): lambda rng, ticks: f"Vaste commissie voor {rng.choice(_COMMISSIES)[0]}",
+    # text properties the SyncFeed XSD types as a (partial) date, CCYY-MM-DD or CCYY
+    **{
+        (entity, prop): (lambda rng, ticks: _calendar_day(rng, ticks)[: rng.choice([4, 10])])
+        for entity, props in (
+            ("PersoonLoopbaan", ("Van", "TotEnMet")),
+            ("PersoonOnderwijs", ("Van", "TotEnMet")),
+            ("PersoonReis", ("Van", "TotEnMet")),
+            ("PersoonNevenfunctie", ("PeriodeVan", "PeriodeTotEnMet")),
+        )
+        for prop in props
+    },
 }
 
 REAL_SIZES: Mapping[str, int] = {

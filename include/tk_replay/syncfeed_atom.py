@@ -117,7 +117,7 @@ def entity_element(
     bijgewerkt: datetime | str,
     deleted: bool = False,
     fields: Sequence[tuple[str, Value]] = (),
-    refs: Sequence[tuple[str, str]] = (),
+    refs: Sequence[tuple[str, str] | tuple[str, str, str]] = (),
     prefixed: bool = False,
     order: Sequence[str] | None = None,
     time_style: TimeStyle = "z",
@@ -136,6 +136,8 @@ def entity_element(
             ``parent/child`` is written nested, ``<parent><child>…</child></parent>``, the children of one
             parent together at the place of the first (``periode/van`` of persoonNevenfunctie).
         refs: reference elements ``(name, guid)``, written ``<name ref="guid"/>``; a name may repeat.
+            ``(name, guid, bijgewerkt)`` adds ``tk:bijgewerkt`` (a ``referentieBijgewerktLiteral``:
+            toezegging's ``isHerhalingVan``…), the text as given.
         prefixed: the ``ns1:`` form instead of the default namespace.
         order: element names in the order to write them (the XSD's sequence); elements of other names
             follow. When None: all refs, then all fields, each in the order given (most XSDs' order).
@@ -158,9 +160,10 @@ def entity_element(
     if deleted:
         return (head + "/>").encode()
     prefix = "ns1:" if prefixed else ""
-    children: list[tuple[str, str]] = [
-        (ref_name, f"<{prefix}{ref_name} ref={quoteattr(guid.lower())}/>") for ref_name, guid in refs
-    ]
+    children: list[tuple[str, str]] = []
+    for ref in refs:
+        stamp = f" tk:bijgewerkt={quoteattr(ref[2])}" if len(ref) > 2 else ""
+        children.append((ref[0], f"<{prefix}{ref[0]} ref={quoteattr(ref[1].lower())}{stamp}/>"))
     nested: dict[str, list[str]] = {}
     for field_name, value in fields:
         parent, _, child = field_name.rpartition("/")

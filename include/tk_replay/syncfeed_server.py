@@ -12,7 +12,7 @@ new links, new rows, tombstones) and re-emissions of unchanged rows (data repair
 
 Rows become entity XML through the entity table's feed mapping (:attr:`Entity.feed_columns`,
 :attr:`Entity.feed_refs`) and :mod:`include.tk_replay.syncfeed_atom`, in the XSD's element order
-(:func:`xsd_order`, read from ``tk-api/syncfeed-xsd`` when it is at hand). The quirks of the live feed
+(:func:`xsd_order`, read from the copies of ``tk-api/syncfeed-xsd`` in ``include/tk_replay/data``). The quirks of the live feed
 (``../shared/tk-api/SYNCFEED.md`` §2): ``ns1:`` for Toezegging, Vergadering and Verslag; ``True`` for
 Persoon tombstones; three timestamp forms by category (:data:`TIME_STYLES`); the category echoed in lower
 case in links, some categories with ``skiptoken`` first (:data:`SKIPTOKEN_FIRST`); request parameters
@@ -71,7 +71,7 @@ SKIPTOKEN_FIRST = frozenset({"Stemming", "Besluit", "Zaak"})
 REEMIT_FRACTION = 0.02
 """Share of the unchanged live rows of each type that a mutation re-emits."""
 
-_XSD_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "tk-api" / "syncfeed-xsd"
+_XSD_DIR = Path(__file__).resolve().parent / "data" / "syncfeed-xsd"  # copies of tk-api/syncfeed-xsd
 _XS = "{http://www.w3.org/2001/XMLSchema}"
 _AMS = ZoneInfo("Europe/Amsterdam")
 _TICKS = 10_000_000
@@ -79,20 +79,31 @@ _TS_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,7}))?(Z|[
 
 
 @lru_cache(maxsize=None)
-def xsd_order(type_name: str, xsd_dir: str = str(_XSD_DIR)) -> tuple[str, ...] | None:
-    """The element names of ``type_name``'s XSD sequence, in order (None when the XSD is not at hand:
-    then refs come first, then scalars, the order of most XSDs)."""
+def _xsd_sequence(type_name: str, xsd_dir: str = str(_XSD_DIR)) -> tuple[tuple[str, str], ...]:
+    """``(element name, XSD type)`` of ``type_name``'s sequence, in order (empty without its XSD)."""
     path = Path(xsd_dir) / f"tkData-v1-0-{type_name.lower()}.xsd"
     if not path.exists():
-        return None
+        return ()
     from lxml import etree
 
     root = etree.parse(str(path)).getroot()
     ctype = root.find(f"{_XS}complexType[@name='{element_name(type_name)}Type']")
-    if ctype is None:
-        return None
-    seq = ctype.find(f".//{_XS}sequence")
-    return tuple(e.get("name") for e in seq.findall(f"{_XS}element")) if seq is not None else None
+    seq = ctype.find(f".//{_XS}sequence") if ctype is not None else None
+    if seq is None:
+        return ()
+    return tuple((e.get("name"), e.get("type") or "") for e in seq.findall(f"{_XS}element"))
+
+
+def xsd_order(type_name: str) -> tuple[str, ...] | None:
+    """The element names of ``type_name``'s XSD sequence, in order (None when the XSD is not at hand:
+    then refs come first, then scalars, the order of most XSDs)."""
+    return tuple(name for name, _ in _xsd_sequence(type_name)) or None
+
+
+def stamped_refs(type_name: str) -> frozenset[str]:
+    """The ref elements of ``type_name`` that carry the target's ``tk:bijgewerkt``
+    (``referentieBijgewerktLiteral`` in its XSD)."""
+    return frozenset(n for n, t in _xsd_sequence(type_name) if t == "referentieBijgewerktLiteral")
 
 
 def _timestamp(text: str | None, style: TimeStyle) -> str:
@@ -217,15 +228,22 @@ def entity_xml(dataset: Dataset, entity: Entity, row: Mapping[str, Any]) -> byte
                 attributes[feed_name[1:]] = str(value)
         else:
             fields.append((feed_name, _feed_value(spec, value)))
-    refs: list[tuple[str, str]] = []
+    refs: list[Any] = []
+    stamped = stamped_refs(name)
     for rel in entity.relationships:
         if rel.foreign_key is not None:
             target = row.get(rel.foreign_key)
-            targets = [target] if target else []
+            found = [dataset.rows.get(rel.target, {}).get(target) or {"Id": target}] if target else []
         else:
-            found = dataset.navigate(entity.entity_set, dict(row), rel.navigation or "")
-            targets = [t["Id"] for t in found or () if not t.get(TOMBSTONE_FLAG)]
-        refs += [(rel.feed_name, t) for t in targets]
+            found = dataset.navigate(entity.entity_set, dict(row), rel.navigation or "") or []
+        for t in found:
+            if t.get(TOMBSTONE_FLAG):
+                continue
+            if rel.feed_name in stamped:
+                stamp = _timestamp(t.get("GewijzigdOp") or t.get("ApiGewijzigdOp"), style)
+                refs.append((rel.feed_name, t["Id"], stamp))
+            else:
+                refs.append((rel.feed_name, t["Id"]))
     order = xsd_order(name)
     return entity_element(
         name, row["Id"], fields=fields, refs=refs, order=order, attributes=attributes, **common

@@ -1,0 +1,304 @@
+"""The SyncFeed sync loop: one type's change stream -> the graph, resumable at the entry.
+
+:func:`sync_type` is the way of one item (``DESIGN.md``) for the SyncFeed: the feed's pages from the
+type's durable cursor (prefetched by a bounded thread) -> each entry becomes the OData row of the same
+data (:func:`include.loaders.feed_rows.entry_row`) and the same prepared item
+(:func:`include.loaders.graph.prepare_item`) -> entries the run's ledger holds are skipped ("Skipping N
+already-processed items") -> batches, one Neo4j transaction each, through the OData loader's
+:class:`~include.loaders.flow.BatchWriter` (one transaction in flight) -> only after a batch commits:
+its entries marked in the ledger (item key ``<id>@<skiptoken>``), the ledger saved, then the cursor
+advanced to the batch's last skiptoken. A crash can therefore only repeat entries, never skip them: the
+cursor is never ahead of what Neo4j holds, and a rerun of the same run skips what the ledger holds.
+
+Every node written from the feed keeps its entry's skiptoken in :data:`FEED_POSITION` (a bookkeeping
+property, ``docs/graph-model.md``), and the writer is guarded on it (``GraphWriter(guard=…)``): an
+entry older than the node changes nothing, so the latest entry of an id wins whatever the order of
+loading (a restart from scratch over an existing graph, ranges loaded side by side).
+
+An entry that cannot be written (a malformed value, a batch Neo4j refuses on its data) is marked failed
+in the ledger with its error, as in ``tk_ingest``, and the cursor moves on past it (else one bad entry
+would stop the type for good); the summary and the task log name it.
+
+When the feed's caught-up page comes (no next link; on the live API an empty page with
+``rel="resume"``), the cursor records the head and the catch-up time (``tk-checkpoint list`` and the
+dashboard show both).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from neo4j import Driver
+
+from include.loaders.entities import Entity, all_labels, get_entity
+from include.loaders.feed_rows import entry_row
+from include.loaders.flow import BatchWriter, error_text, prefetch
+from include.loaders.graph import GraphWriter, ItemDataError, PreparedItem, prepare_item
+from include.loaders.ledger import Ledger, NullLedger
+from include.loaders.settings import DEFAULT_BATCH_SIZE
+from include.loaders.syncfeed import FeedEntry, FeedPage, SyncFeedClient
+
+log = logging.getLogger(__name__)
+
+FEED_POSITION = "feedSkiptoken"
+"""The node property holding the skiptoken of the entry that last wrote the node (bookkeeping: the
+guard that lets the latest entry win; not an API property)."""
+
+
+def entry_key(entity_id: str, skiptoken: int | None) -> str:
+    """The ledger key of one feed entry: ``<id>@<skiptoken>`` (a re-emission is a new item)."""
+    return f"{entity_id}@{skiptoken}"
+
+
+@dataclass
+class SyncResult:
+    """What one :func:`sync_type` call did.
+
+    Attributes:
+        entity: the type.
+        start_skiptoken: where it started (exclusive).
+        cursor: the durable cursor at the end (the last committed entry's skiptoken).
+        head: the feed's head as the caught-up page gave it (None when not caught up).
+        caught_up: the stream reached the feed's head.
+        seen, processed, skipped, failed, deleted: entries read, written, skipped as already written by
+            an earlier try of this run, failed (on record with their error), tombstones among processed.
+        failed_ids: up to 20 failed ledger keys.
+        seconds: wall time.
+    """
+
+    entity: str
+    start_skiptoken: int
+    cursor: int
+    head: int | None = None
+    caught_up: bool = False
+    seen: int = 0
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    deleted: int = 0
+    failed_ids: list[str] | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary_line(self) -> str:
+        """One line for the task log."""
+        rate = self.processed / self.seconds if self.seconds > 0 else 0.0
+        behind = f", {self.head - self.cursor} behind the head" if self.head is not None else ""
+        return (
+            f"✅ {self.entity} synced: skiptoken {self.start_skiptoken} -> {self.cursor}"
+            f"{' (caught up' + behind + ')' if self.caught_up else ''}; {self.processed} processed / "
+            f"{self.skipped} skipped / {self.failed} failed / {self.seen} entries ({self.deleted} "
+            f"tombstones), {rate:.0f} entries/s"
+        )
+
+
+def feed_item(entity: Entity, entry: FeedEntry) -> PreparedItem:
+    """The prepared item of one entry: the same as OData's for the same data, plus its skiptoken in
+    :data:`FEED_POSITION`. Raises :class:`ItemDataError` for a value of the wrong form."""
+    try:
+        raw = entry_row(entity, entry)
+    except ValueError as e:
+        raise ItemDataError(str(e)) from None
+    item = prepare_item(entity, raw)
+    item.props[FEED_POSITION] = entry.skiptoken
+    return item
+
+
+class _Sync:
+    """One :func:`sync_type` call: its counters and every ledger and cursor call."""
+
+    def __init__(
+        self,
+        entity: Entity,
+        *,
+        ledger: Ledger,
+        cursors: Any,
+        run_id: str,
+        start_skiptoken: int,
+        writer: GraphWriter,
+        batch_size: int,
+    ) -> None:
+        self.t0 = time.monotonic()
+        self.entity = entity
+        self.ledger = ledger
+        self.cursors = cursors
+        self.run_id = run_id
+        self.result = SyncResult(entity=entity.name, start_skiptoken=start_skiptoken, cursor=start_skiptoken)
+        self.failed: list[str] = []
+        self.skip_streak = 0
+        self.last_seen = start_skiptoken
+        self.batches = BatchWriter(
+            writer,
+            entity,
+            batch_size,
+            on_committed=self._committed,
+            on_failed=lambda item, error: self._failed(_key(item), error),
+        )
+
+    def take(self, page: FeedPage, resuming: bool, until: int | None) -> bool:
+        """One page into the batches; False once past ``until``."""
+        for entry in page.entries:
+            if until is not None and entry.skiptoken is not None and entry.skiptoken > until:
+                return False
+            self.result.seen += 1
+            key = entry_key(entry.id, entry.skiptoken)
+            if resuming and self.ledger.is_processed(key):
+                self.skip_streak += 1
+                self.last_seen = entry.skiptoken or self.last_seen
+                continue
+            self._flush_skips()
+            try:
+                item = feed_item(self.entity, entry)
+            except ItemDataError as e:
+                self._failed(key, error_text(e))
+                continue
+            self.batches.add(item)
+            self.last_seen = entry.skiptoken or self.last_seen
+        return True
+
+    def end(self, head: int | None) -> None:
+        """Everything written and settled; the cursor at the last entry read (and the head, if seen)."""
+        self._flush_skips()
+        self.batches.flush()
+        self.ledger.save_progress()
+        # caught up: every entry of the type up to the head is in; the head is the cursor
+        self._advance(max(self.last_seen, head or 0), head=head)
+
+    def _committed(self, items: list[PreparedItem]) -> None:
+        keys = [_key(i) for i in items]
+        self.ledger.mark_processed_many(keys)
+        self.result.processed += len(keys)
+        self.result.deleted += sum(1 for i in items if i.deleted)
+        self.ledger.save_progress()  # the ledger before the cursor: a rerun of the run skips these
+        self._advance(max(int(i.props[FEED_POSITION]) for i in items))
+
+    def _failed(self, key: str, error: str) -> None:
+        log.warning("%s %s failed: %s", self.entity.name, key, error)
+        self.failed.append(key)
+        self.ledger.mark_failed(key, error)
+
+    def _flush_skips(self) -> None:
+        if self.skip_streak:
+            log.info("⏭️ Skipping %d already-processed items", self.skip_streak)
+            self.ledger.mark_skipped(self.skip_streak)
+            self.result.skipped += self.skip_streak
+            self.skip_streak = 0
+
+    def _advance(self, skiptoken: int, head: int | None = None) -> None:
+        if skiptoken < self.result.cursor and head is None:
+            return
+        skiptoken = max(skiptoken, self.result.cursor)
+        if self.cursors is not None:
+            self.cursors.advance(
+                self.entity.name, skiptoken, run_id=self.run_id, head_skiptoken=head, caught_up=head is not None
+            )
+        self.result.cursor = skiptoken
+        if head is not None:
+            self.result.head = max(head, skiptoken)
+            self.result.caught_up = True
+
+
+def _key(item: PreparedItem) -> str:
+    return entry_key(item.id, item.props.get(FEED_POSITION))
+
+
+def sync_type(
+    entity: str | Entity,
+    *,
+    client: SyncFeedClient,
+    driver: Driver,
+    ledger: Ledger | None = None,
+    cursors: Any = None,
+    run_id: str = "manual",
+    start_skiptoken: int | None = None,
+    until: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    database: str | None = None,
+    prefetch_pages: int = 1,
+) -> SyncResult:
+    """Sync one type from the SyncFeed into Neo4j, from its cursor to the head (or to ``until``).
+
+    Args:
+        entity: an entity of the table (name, loader name or entry); its category is its name.
+        client: the SyncFeed client (its errors propagate after its own retries).
+        driver: a ``neo4j.Driver``.
+        ledger: the run's item-level checkpoint (``tk_checkpoint.LoaderCheckpoint``); None: none.
+        cursors: the durable cursors (``tk_checkpoint.cursor.FeedCursors``); None: no cursor is kept.
+        run_id: the run the cursor writes are made by.
+        start_skiptoken: where to start (exclusive); None: the type's cursor (0 when it has none).
+        until: stop after this skiptoken (a range ``(start, until]``; the head is then not recorded).
+        batch_size: entries per Neo4j transaction.
+        database: the Neo4j database (None = default).
+        prefetch_pages: pages fetched ahead by a background thread (0 = none).
+
+    Returns the :class:`SyncResult`. On an error (the API's after retries, Neo4j's), what committed is
+    recorded (ledger saved, cursor advanced), the ledger marked failed, and the error re-raised.
+    """
+    ent = get_entity(entity)
+    ledger = ledger if ledger is not None else NullLedger()
+    if start_skiptoken is None:
+        state = cursors.get(ent.name) if cursors is not None else None
+        start_skiptoken = state.skiptoken if state is not None else 0
+    writer = GraphWriter(driver, database, guard=FEED_POSITION)
+    writer.ensure_constraints(all_labels([ent]))
+    sync = _Sync(
+        ent,
+        ledger=ledger,
+        cursors=cursors,
+        run_id=run_id,
+        start_skiptoken=start_skiptoken,
+        writer=writer,
+        batch_size=batch_size,
+    )
+    resuming = ledger.processed_count > 0
+    log.info(
+        "▶️ Syncing %s from skiptoken %d%s%s",
+        ent.name,
+        start_skiptoken,
+        f" up to {until}" if until is not None else "",
+        f" ({ledger.processed_count} entries already processed in this run)" if resuming else "",
+    )
+    try:
+        head: int | None = None
+        pages: Iterator[FeedPage] = client.iter_pages(ent.feed_category, start_skiptoken)
+        with closing(prefetch(pages, prefetch_pages)) as prefetched:
+            for page in prefetched:
+                if not sync.take(page, resuming, until):
+                    break
+                if page.caught_up and until is None:
+                    head = page.position
+        sync.end(head)
+    except BaseException as e:
+        try:
+            sync._flush_skips()
+            sync.batches.close()
+            ledger.save_progress()
+            ledger.fail(error_text(e))
+        except Exception:
+            log.exception("Could not record the committed entries of %s after an error", ent.name)
+        log.error(
+            "❌ %s sync stopped at skiptoken %d after %d processed / %d skipped: %s",
+            ent.name,
+            sync.result.cursor,
+            sync.result.processed,
+            sync.result.skipped,
+            error_text(e),
+        )
+        raise
+    result = sync.result
+    result.failed = len(ledger.failed_items()) or len(sync.failed)
+    result.failed_ids = sorted(ledger.failed_items() or sync.failed)[:20]
+    result.seconds = time.monotonic() - sync.t0
+    ledger.complete()
+    log.info(result.summary_line())
+    return result
+
+
+__all__ = ["FEED_POSITION", "SyncResult", "entry_key", "feed_item", "sync_type"]
