@@ -173,7 +173,7 @@ class ChangeLog:
 
     def record_mutation(self, report: MutationReport, seed: int, reemit: float = REEMIT_FRACTION) -> None:
         """Log what ``report`` bumped (in ``ApiGewijzigdOp`` order), then re-emit ``reemit`` of the
-        unchanged live rows of each type (same data, new skiptoken)."""
+        unchanged live rows of each type, at least one (same data, new skiptoken)."""
         ds = self.dataset
         bumped = [(s, rid) for s, ids in report.bumped.items() if s in ds.entities for rid in ids]
         bumped.sort(key=lambda t: (_ticks(ds, ds.rows[t[0]][t[1]]), t[0], t[1]))
@@ -185,7 +185,8 @@ class ChangeLog:
             if entity_set not in ds.entities:
                 continue
             still = [i for i in ds.live_ids(entity_set) if (entity_set, i) not in touched]
-            for rid in rng.sample(still, min(len(still), int(len(still) * reemit))):
+            k = min(len(still), max(1, int(len(still) * reemit))) if reemit > 0 else 0
+            for rid in rng.sample(still, k):
                 self.append(entity_set, rid)
                 self.reemitted.append((entity_set, rid))
 
