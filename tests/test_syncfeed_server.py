@@ -74,7 +74,9 @@ def test_every_type_validates_against_the_xsds(schema):
                     assert b'verwijderd="True"' in xml
                     xml = xml.replace(b'verwijderd="True"', b'verwijderd="true"')
                 doc = etree.fromstring(xml)
-                assert schema.validate(doc), f"{name} {row['Id']}: {schema.error_log.last_error}\n{xml[:400]!r}"
+                assert schema.validate(doc), (
+                    f"{name} {row['Id']}: {schema.error_log.last_error}\n{xml[:400]!r}"
+                )
                 assert (doc.prefix == "ns1") == (name in PREFIXED)
                 checked[name] += 1
     assert set(checked) == set(ENTITIES)
@@ -128,8 +130,10 @@ def test_quirks_on_the_wire(dataset):
         assert b"?skiptoken=" in a.content  # Stemming's links put skiptoken first
         unknown = parse_feed_page(requests.get(f"{base}?category=Stemmingen", timeout=10).content)
         assert unknown.entries == () and unknown.caught_up
-        tz = [e.updated_text for e in parse_feed_page(
-            requests.get(f"{base}?category=Persoon", timeout=10).content).entries]
+        tz = [
+            e.updated_text
+            for e in parse_feed_page(requests.get(f"{base}?category=Persoon", timeout=10).content).entries
+        ]
         assert tz and all(not t.endswith("Z") and "+" not in t for t in tz)  # naive for Persoon
 
 
@@ -182,6 +186,8 @@ def test_fail_after_for_a_category_and_random_faults_are_retried(dataset):
         server.set_faults(FaultConfig())
         rest = [e.id for e in client.iter_entries("Stemming", tokens[n])]
         assert len(rest) == len(tokens) - n - 1
-        server.set_faults(FaultConfig.mixed(0.3, seed=4, kinds=("error", "throttle", "truncate"), retry_after=0))
+        server.set_faults(
+            FaultConfig.mixed(0.3, seed=4, kinds=("error", "throttle", "truncate"), retry_after=0)
+        )
         ids = [e.id for e in client.iter_entries("Zaak", 0)]
         assert Counter(ids) == Counter(list(dataset.rows["Zaak"]))

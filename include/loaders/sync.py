@@ -197,7 +197,11 @@ class _Sync:
         skiptoken = max(skiptoken, self.result.cursor)
         if self.cursors is not None:
             self.cursors.advance(
-                self.entity.name, skiptoken, run_id=self.run_id, head_skiptoken=head, caught_up=head is not None
+                self.entity.name,
+                skiptoken,
+                run_id=self.run_id,
+                head_skiptoken=head,
+                caught_up=head is not None,
             )
         self.result.cursor = skiptoken
         if head is not None:

@@ -12,8 +12,9 @@ new links, new rows, tombstones) and re-emissions of unchanged rows (data repair
 
 Rows become entity XML through the entity table's feed mapping (:attr:`Entity.feed_columns`,
 :attr:`Entity.feed_refs`) and :mod:`include.tk_replay.syncfeed_atom`, in the XSD's element order
-(:func:`xsd_order`, read from the copies of ``tk-api/syncfeed-xsd`` in ``include/tk_replay/data``). The quirks of the live feed
-(``../shared/tk-api/SYNCFEED.md`` §2): ``ns1:`` for Toezegging, Vergadering and Verslag; ``True`` for
+(:func:`xsd_order`, read from the copies of ``tk-api/syncfeed-xsd`` in ``include/tk_replay/data``).
+The quirks of the live feed (``../shared/tk-api/SYNCFEED.md`` §2): ``ns1:`` for Toezegging, Vergadering and
+Verslag; ``True`` for
 Persoon tombstones; three timestamp forms by category (:data:`TIME_STYLES`); the category echoed in lower
 case in links, some categories with ``skiptoken`` first (:data:`SKIPTOKEN_FIRST`); request parameters
 in either order and any case; repeated refs; ``xsi:nil``; an unknown category is an empty, caught-up
@@ -33,7 +34,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -78,7 +79,7 @@ _TICKS = 10_000_000
 _TS_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,7}))?(Z|[+-]\d{2}:\d{2})?$")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _xsd_sequence(type_name: str, xsd_dir: str = str(_XSD_DIR)) -> tuple[tuple[str, str], ...]:
     """``(element name, XSD type)`` of ``type_name``'s sequence, in order (empty without its XSD)."""
     path = Path(xsd_dir) / f"tkData-v1-0-{type_name.lower()}.xsd"
@@ -140,7 +141,12 @@ class ChangeLog:
         self.by_category: dict[str, list[int]] = {}
         self.reemitted: list[tuple[str, str]] = []
         ds = dataset
-        rows = [(s, rid, r) for s in ds.entity_sets_with_rows() if s in ds.entities for rid, r in ds.rows[s].items()]
+        rows = [
+            (s, rid, r)
+            for s in ds.entity_sets_with_rows()
+            if s in ds.entities
+            for rid, r in ds.rows[s].items()
+        ]
         rows.sort(key=lambda t: (not t[2].get(TOMBSTONE_FLAG), _ticks(ds, t[2]), t[0], t[1]))
         for entity_set, rid, _ in rows:
             self.append(entity_set, rid)
