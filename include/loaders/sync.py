@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,7 +40,7 @@ from include.loaders.feed_rows import entry_row
 from include.loaders.flow import BatchWriter, error_text, prefetch
 from include.loaders.graph import GraphWriter, ItemDataError, PreparedItem, prepare_item
 from include.loaders.ledger import Ledger, NullLedger
-from include.loaders.settings import DEFAULT_BATCH_SIZE
+from include.loaders.settings import DEFAULT_BATCH_SIZE, DEFAULT_CONN_ID
 from include.loaders.syncfeed import FeedEntry, FeedPage, SyncFeedClient
 
 log = logging.getLogger(__name__)
@@ -305,4 +305,140 @@ def sync_type(
     return result
 
 
-__all__ = ["FEED_POSITION", "SyncResult", "entry_key", "feed_item", "sync_type"]
+# ==================================================================================================
+# In Airflow: the tk_sync DAG's tasks (dags/tk_sync.py)
+# ==================================================================================================
+
+
+def task_id_of(entity: Entity) -> str:
+    """The tk_sync task (and checkpoint loader) name of a type: ``sync_`` + its loader's suffix
+    (``load_zaken`` -> ``sync_zaken``)."""
+    return "sync_" + entity.loader.removeprefix("load_")
+
+
+def check_sync_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The tk_sync params, checked: ``types`` (known names), ``start`` (type or ``"*"`` -> skiptoken >= 0).
+
+    Raises ValueError naming the bad value and what is allowed (the setup task fails at once on it)."""
+    from include.loaders.entities import ENTITIES
+
+    types = list(params.get("types") or ENTITIES)
+    unknown = sorted(set(types) - set(ENTITIES))
+    if unknown:
+        raise ValueError(f"Unknown types {unknown}; the SyncFeed types are {sorted(ENTITIES)}.")
+    start = dict(params.get("start") or {})
+    for name, value in start.items():
+        if name != "*" and name not in ENTITIES:
+            raise ValueError(f"start names the unknown type {name!r}; use a type name or '*' for all.")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"start[{name!r}] must be a skiptoken >= 0 (0: from scratch), got {value!r}.")
+    return {"types": types, "start": start}
+
+
+def prepare_sync(
+    *,
+    dag_id: str,
+    run_id: str,
+    conf: Mapping[str, Any],
+    params: Mapping[str, Any],
+    conn_id: str = DEFAULT_CONN_ID,
+    checkpoint_base: str | None = None,
+) -> dict[str, Any]:
+    """The setup task: params checked, Neo4j reached and its constraints made, the checkpoint run opened
+    (its id is the DAG run's ``run_id``). Returns the checked params."""
+    from include.loaders.graph import connect, connection_database, ensure_constraints
+    from include.loaders.pipeline import _check_run_owner, checkpoint_manager
+
+    checked = check_sync_params(params)
+    with connect(conn_id) as driver:
+        ensure_constraints(driver, database=connection_database(conn_id))
+    manager = checkpoint_manager(checkpoint_base)
+    _check_run_owner(manager, run_id, dag_id)
+    manager.start_new_run(run_id=run_id, dag_id=dag_id, conf=dict(conf))
+    return checked
+
+
+def run_sync_task(
+    *,
+    entity: str,
+    run_id: str,
+    dag_id: str,
+    task_id: str,
+    try_number: int | None,
+    params: Mapping[str, Any],
+    conn_id: str = DEFAULT_CONN_ID,
+    checkpoint_base: str | None = None,
+) -> dict[str, Any]:
+    """One tk_sync task instance: :func:`sync_type` from the type's durable cursor, with the checkpoint
+    of this task instance.
+
+    The first try of a run whose ``start`` param names the type (or ``"*"``) first resets the cursor to
+    that skiptoken (0: from scratch); a retry or a clear never does: it carries on from the cursor, so
+    what earlier tries committed is not read again, and the log says how many entries that is. Entries
+    that fail on their data are on record in the checkpoint and logged; the task does not fail for them
+    (the cursor has passed them, so a retry would not read them again).
+    """
+    from tk_checkpoint import LoaderCheckpoint
+    from tk_checkpoint.cursor import FeedCursors
+
+    from include.loaders.graph import connect, connection_database
+    from include.loaders.pipeline import checkpoint_manager
+    from include.loaders.settings import ApiSettings
+
+    ent = get_entity(entity)
+    checked = check_sync_params(params)
+    manager = checkpoint_manager(checkpoint_base)
+    manager.start_new_run(run_id=run_id, dag_id=dag_id)  # reopens the run of the setup task
+    cursors = FeedCursors(checkpoint_base)
+    start = checked["start"].get(ent.name, checked["start"].get("*"))
+    if start is not None and (try_number or 1) <= 1:
+        cursors.reset(ent.name, start, run_id=run_id)
+        log.info("🔄 %s: cursor reset to skiptoken %d by the run's start param", ent.name, start)
+    with (
+        SyncFeedClient(ApiSettings.from_env()) as client,
+        connect(conn_id) as driver,
+        LoaderCheckpoint(manager, task_id, try_number=try_number, meta={"entity": ent.name}) as checkpoint,
+    ):
+        if checkpoint.processed_count:
+            state = cursors.get(ent.name)
+            log.info(
+                "⏭️ Resuming %s at skiptoken %s: %d entries committed by earlier tries of this run are "
+                "not read again",
+                ent.name,
+                state.skiptoken if state else 0,
+                checkpoint.processed_count,
+            )
+        result = sync_type(
+            ent,
+            client=client,
+            driver=driver,
+            ledger=checkpoint,
+            cursors=cursors,
+            run_id=run_id,
+            batch_size=int(params.get("batch_size") or DEFAULT_BATCH_SIZE),
+            database=connection_database(conn_id),
+        )
+    if result.failed:
+        log.warning(
+            "⚠️ %d %s entries failed on their data and are on record with their error (`tk-checkpoint show "
+            "--run-id '%s'`); the cursor has passed them: a sync from an earlier skiptoken (the start param) "
+            "reads them again",
+            result.failed,
+            ent.name,
+            run_id,
+        )
+    summary = result.to_dict()
+    return summary
+
+
+__all__ = [
+    "FEED_POSITION",
+    "SyncResult",
+    "check_sync_params",
+    "entry_key",
+    "feed_item",
+    "prepare_sync",
+    "run_sync_task",
+    "sync_type",
+    "task_id_of",
+]
