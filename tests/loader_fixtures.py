@@ -19,7 +19,7 @@ from include.tk_replay.dataset import Dataset
 
 ALL_ENTITIES: tuple[str, ...] = tuple(ENTITIES)
 """Every entity of the table, in table order (what ``tk_ingest`` loads by default)."""
-ALL_SIX = ALL_ENTITIES  # the name the loader tests use (six entries today)
+ALL_SIX = ALL_ENTITIES  # the name the loader tests use (every entry of the table: 35 today)
 
 
 def make_client(url: str, **overrides: Any) -> Any:

@@ -151,7 +151,7 @@ def test_retry_skips_the_items_done_before_the_failure(airflow_db, neo4j_empty, 
     "conf, message",
     [
         ({"start_date": "yesterday"}, "'yesterday' is not a 'date'"),
-        ({"entities": ["Zaak", "Stemming"]}, "'Stemming' is not one of"),
+        ({"entities": ["Zaak", "DocumentPublicatie"]}, "'DocumentPublicatie' is not one of"),
         ({"window_days": 0}, "0 is less than the minimum of 1"),
     ],
 )

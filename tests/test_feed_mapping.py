@@ -30,6 +30,7 @@ from lxml import etree
 
 from include.loaders.api_metadata import ODataSchema
 from include.loaders.entities import _TIMESTAMPS, EDM_KINDS, ENTITIES, FEED_ATTRIBUTES, Entity, Kind
+from include.loaders.graph import ItemDataError, prepare_item, upsert_query
 from include.tk_replay.dataset import DATA_DIR, METADATA_FILE
 
 XSD_DIR = DATA_DIR / "syncfeed-xsd"
@@ -226,3 +227,20 @@ def test_the_xsds_are_the_copied_ones():
     origin = (XSD_DIR / "ORIGIN.md").read_text(encoding="utf-8")
     assert "OpenDataPortaal" in origin and "c8f2145" in origin
     assert Path(BASE).exists()
+
+
+def test_a_day_is_the_same_date_from_either_source():
+    """``Fractie.DatumActief``: OData serves local midnight as a DateTimeOffset, the SyncFeed an xs:date;
+    both store the DATE of the day as written (the UTC instant would be the day before)."""
+    fractie = ENTITIES["Fractie"]
+    assert fractie.all_properties["DatumActief"] is Kind.DAY and Kind.DAY.edm == "Edm.DateTimeOffset"
+    odata = prepare_item(fractie, {"Id": "F1", "DatumActief": "2002-05-23T00:00:00+02:00"})
+    feed = prepare_item(fractie, {"Id": "F1", "DatumActief": "2002-05-23"})
+    assert odata.temporals["datumActief"] == feed.temporals["datumActief"] == "2002-05-23"
+    assert "n.`datumActief` = date(row.t.`datumActief`)" in upsert_query(fractie)
+    assert (
+        prepare_item(fractie, {"Id": "F1", "DatumActief": "0001-01-01T00:00:00Z"}).temporals["datumActief"]
+        is None
+    )
+    with pytest.raises(ItemDataError, match="DatumActief"):
+        prepare_item(fractie, {"Id": "F2", "DatumActief": "23-05-2002"})

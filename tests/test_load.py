@@ -115,7 +115,7 @@ def test_real_samples_load_counts_values_and_no_tombstones(neo4j_empty, load_log
 
 def test_generated_relationships_exactly_once_in_any_loader_order(neo4j_empty):
     driver = neo4j_empty
-    ds = Dataset.generate(60, seed=7)
+    ds = Dataset.generate(20, seed=7)  # per type: 35 types
     expected = expected_edges(ds)
     assert {t for t, _, _ in expected} == {r.type for e in ENTITIES.values() for r in e.relationships}
     orders = [list(ALL_SIX), list(reversed(ALL_SIX)), random.Random(3).sample(list(ALL_SIX), len(ALL_SIX))]
@@ -137,7 +137,7 @@ def test_generated_relationships_exactly_once_in_any_loader_order(neo4j_empty):
 
 def test_loading_the_same_data_twice_changes_nothing(neo4j_empty, tmp_path):
     driver = neo4j_empty
-    ds = Dataset.generate(60, seed=8)
+    ds = Dataset.generate(20, seed=8)  # per type: 35 types
 
     def counts():
         return (
@@ -165,7 +165,7 @@ def test_loading_the_same_data_twice_changes_nothing(neo4j_empty, tmp_path):
 
 def test_convergence_delta_equals_fresh_full_load(neo4j_empty):
     driver = neo4j_empty
-    ds = Dataset.generate(80, seed=11)
+    ds = Dataset.generate(30, seed=11)  # per type: 35 types
     with replay(ds) as server:
         client = make_client(server.url)
         load_all(client, driver, ALL_SIX, batch_size=25)
@@ -349,7 +349,7 @@ def test_sigkill_at_random_points_then_rerun_equals_uninterrupted_load(neo4j_emp
 
     driver = neo4j_empty
     batch = 10
-    ds = Dataset.generate(60, seed=21)
+    ds = Dataset.generate(10, seed=21)  # per type: 35 types, as many rows in all as six types of 60
     total = sum(len(ds.rows[e]) for e in ALL_SIX)
     rng = random.Random(20261127)
     bolt, _ = neo4j_server

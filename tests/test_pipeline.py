@@ -69,7 +69,7 @@ def test_split_window_covers_exactly_without_overlap():
 def test_plan_rejects_unknown_entities_and_leaves_out_unselected_ones():
     w = Window(DI_START, DI_END).to_dict()
     with pytest.raises(PipelineError, match="Unknown entities"):
-        plan_entity("Zaak", w, {"entities": ["Zaak", "Stemming"]})
+        plan_entity("Zaak", w, {"entities": ["Zaak", "DocumentPublicatie"]})
     assert plan_entity("Zaak", w, {"entities": ["Zaak"], "window_days": 30}) == [w]
     assert plan_entity("Document", w, {"entities": ["Zaak"]}) == []  # no mapped instances at all
 

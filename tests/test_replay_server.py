@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from include.loaders.entities import ENTITIES
 from include.tk_replay import Dataset, FaultConfig, ReplayServer, guid_sort_key
 from include.tk_replay.dataset import DATA_DIR, METADATA_FILE, parse_ticks
 
@@ -262,15 +263,14 @@ def test_generator_is_deterministic_and_consistent():
         keep = {"Id", "GewijzigdOp", "ApiGewijzigdOp", "Verwijderd"}
         assert all(v is None for t in tombs for k, v in t.items() if k not in keep)
     live = {s: set(a.live_ids(s)) for s in a.rows if a.rows[s]}
-    assert (
-        not a.rows["Kamerstukdossier"]
-        and Dataset.generate(20, seed=5, with_kamerstukdossier=True).links["Zaak-Kamerstukdossier"]
-    )
-    for name, pairs in a.links.items():
-        left, right = name.split("-")
-        if "Kamerstukdossier" in name:
-            continue
-        assert pairs and all(x in live[left] and y in live[right] for x, y in pairs)
+    assert set(live) == set(ENTITIES)  # every type of the table, Kamerstukdossier included
+    for spec in a.link_specs:  # every link between live rows of its two types
+        pairs = a.links[spec.name]
+        assert all(x in live[spec.left] and y in live[spec.right] for x, y in pairs), spec.name
+    assert all(a.links[spec.name] for spec in a.link_specs if spec.left == "Zaak")
+    for fk in a.foreign_keys:  # every foreign key of a live row names a live row of its target
+        values = [r[fk.column] for r in a.rows[fk.source].values() if not r["Verwijderd"]]
+        assert any(values) and all(v in live[fk.target] for v in values if v is not None), fk
     assert all(
         r["Activiteit_Id"] in live["Activiteit"] for r in a.rows["Agendapunt"].values() if not r["Verwijderd"]
     )
@@ -290,17 +290,16 @@ def test_mutation_bumps_both_ends_and_keeps_invariants(tmp_path):
     changed = {
         (s, i) for s in before for i, r in ds.rows[s].items() if before[s].get(i) is None or before[s][i] != r
     }
-    for name, pairs in ds.links.items():
-        left, right = name.split("-")
-        for x, y in pairs ^ links_before[name]:
-            changed |= {(left, x), (right, y)}
+    for spec in ds.link_specs:
+        for x, y in ds.links[spec.name] ^ links_before[spec.name]:
+            changed |= {(spec.left, x), (spec.right, y)}
     assert changed == {(s, i) for s, ids in report.bumped.items() for i in ids}  # nothing changed unbumped
     assert all(report.tombstoned[s] and report.created[s] for s in report.changed)
     assert any(report.links_added.values()) and any(report.links_removed.values())
-    for name, pairs in ds.links.items():
-        left, right = name.split("-")
+    for spec in ds.link_specs:
         assert all(
-            not ds.rows[left][x]["Verwijderd"] and not ds.rows[right][y]["Verwijderd"] for x, y in pairs
+            not ds.rows[spec.left][x]["Verwijderd"] and not ds.rows[spec.right][y]["Verwijderd"]
+            for x, y in ds.links[spec.name]
         )
     again = Dataset.load(ds.save(tmp_path / "ds"))
     assert again.rows == ds.rows and again.links == ds.links

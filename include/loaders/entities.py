@@ -2,8 +2,9 @@
 
 Everything the loop, the writer and the metadata check need to know about an entity lives here and
 nowhere else: its entity set and label, its scalar properties with their kinds, and the relationships
-it *owns* (writes and replaces), from a foreign key or from a many-to-many navigation. Adding a sixth
-entity is one more :class:`Entity` in :data:`ENTITIES`: the DAG's tasks, the constraints, the
+it *owns* (writes and replaces), from a foreign key or from a many-to-many navigation, and how each of
+them is named in the SyncFeed. The table holds the 35 SyncFeed types (``tk-api/SYNCFEED.md`` section 2);
+adding an entity is one more :class:`Entity` in :data:`ENTITIES`: the DAG's tasks, the constraints, the
 ``$metadata`` requirements, the replay server's entity sets and link tables, its generated data and the
 tables of ``docs/graph-model.md`` all derive from the table. Code that works on another table (a copy
 with one more entry, in tests) takes it as an argument; the table itself is read-only.
@@ -21,9 +22,18 @@ Naming rules (``docs/graph-model.md``):
 * label = entity set name (``Zaak``); key property ``id`` = the API ``Id``;
 * property = API name with its first letter lower-cased (``Nummer`` -> ``nummer``,
   ``ApiGewijzigdOp`` -> ``apiGewijzigdOp``);
-* relationship types are UPPER_SNAKE English, written from the owning entity *outwards*:
-  ``(owner)-[:TYPE]->(target)``. Each type is owned by exactly one entity, so one loader, and only that
-  loader, adds and removes edges of that type.
+* loader = ``load_`` + the type's words in snake case, the last one in the Dutch plural
+  (``load_zaken``, ``load_fractie_zetel_personen``, ``load_persoon_onderwijs``); ``load_documents`` keeps
+  the original tool's name (loader names are checkpoint names: a rename would orphan existing runs);
+* relationship types are UPPER_SNAKE English, written from the holder *outwards*:
+  ``(holder)-[:TYPE]->(target)``. The holder is the entity whose SyncFeed element carries the ref
+  (section 4), so OData (the holder's foreign key or collection navigation) and the SyncFeed (its
+  ``<target ref=…/>``) give the same edges. Each type is owned by exactly one entity, so one loader, and
+  only that loader, adds and removes edges of that type;
+* SyncFeed names (:meth:`Entity.feed_field`, :attr:`Relationship.feed_name`): the lower-camel form of the
+  API name unless the entry says otherwise (``feed_names``, ``feed_ref``); the elements the graph does not
+  store are declared with a reason (``feed_ignored``). ``tests/test_feed_mapping.py`` checks the table
+  against every XSD (``include/tk_replay/data/syncfeed-xsd``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ types), or ``n`` in all in the real proportions, with:
   (``Dataset.foreign_keys``, ``Dataset.link_specs``): ``Agendapunt.Activiteit_Id``,
   ``Verslag.Vergadering_Id``, ``Document-Zaak`` …, every one pointing at a generated live row of its
   target (only ~8% of the votes name a member, :data:`_FK_FILL`);
+- at least one edge of every relationship whose two ends have live rows, however rare it is;
 - with ``proportional=True``, the 35 types in the real proportions (:data:`REAL_SIZES`).
 
 The entities of the mission have hand-written models of their values, and so have the properties the
@@ -145,9 +146,12 @@ def _calendar_day(rng: random.Random, ticks: int) -> str:
     return dt.date().isoformat()
 
 
+# Three-word texts drawn once (a fixed seed): one draw per generated text instead of four.
+_TEXTS = [_sentence(random.Random(i), 3) for i in range(4096)]
+
 # A value of each kind, for the properties no hand-written model covers.
 _KIND_VALUES: dict[Kind, Callable[[random.Random, int], Any]] = {
-    Kind.TEXT: lambda rng, ticks: _sentence(rng, 3),
+    Kind.TEXT: lambda rng, ticks: _TEXTS[rng.getrandbits(12)],
     Kind.INT: lambda rng, ticks: rng.randrange(1, 1000),
     Kind.INT_OPT: lambda rng, ticks: rng.randrange(1, 1000) if rng.random() < 0.8 else -1,
     Kind.FLOAT: lambda rng, ticks: round(rng.uniform(0, 1000), 2),
@@ -163,7 +167,7 @@ _KIND_VALUES: dict[Kind, Callable[[random.Random, int], Any]] = {
 _STEMMING_SOORT = [("Voor", 50), ("Tegen", 45), ("Niet deelgenomen", 5)]
 _ACTOR_RELATIE = [("Indiener", 30), ("Medeindiener", 40), ("Rapporteur", 5), ("Volgcommissie", 10)]
 _ACTOR_RELATIE += [("Voortouwcommissie", 10), ("Ondertekenaar", 5)]
-_TOEZEGGING_STATUS = [("Openstaand", 40), ("Voldaan", 50), ("Deels Voldaan", 10)]
+_TOEZEGGING_STATUS = [("Openstaand", 40), ("Voldaan", 45), ("Deels Voldaan", 10), ("Vervallen", 5)]
 _PROPERTY_VALUES: dict[tuple[str, str], Callable[[random.Random, int], Any]] = {
     ("Stemming", "Soort"): lambda rng, ticks: _weighted(rng, _STEMMING_SOORT),
     ("Stemming", "ActorFractie"): lambda rng, ticks: rng.choice(_PARTIES),
@@ -465,6 +469,22 @@ _LINK_FANOUT = {
 _DEFAULT_FANOUT = (1, 2, 0.4)
 
 
+def _current_versions(ds: Dataset, live: Mapping[str, list[str]]) -> None:
+    """A document's current version is one of its own versions (the highest number), or none."""
+    if "DocumentVersie" not in live or "Document" not in live:
+        return
+    best: dict[str, tuple[int, str]] = {}
+    for vid in live["DocumentVersie"]:
+        row = ds.rows["DocumentVersie"][vid]
+        doc = row.get("Document_Id")
+        if doc is not None and (doc not in best or best[doc][0] < (row.get("Versienummer") or 0)):
+            best[doc] = (row.get("Versienummer") or 0, vid)
+    for did in live["Document"]:
+        row = ds.rows["Document"][did]
+        if "HuidigeDocumentVersie_Id" in row:
+            row["HuidigeDocumentVersie_Id"] = best[did][1] if did in best else None
+
+
 def generate(
     n: int,
     seed: int = 0,
@@ -512,9 +532,13 @@ def generate(
     for fk in ds.foreign_keys:
         if fk.source in sets and fk.target in sets and live[fk.target]:
             fill = _FK_FILL.get((fk.source, fk.column), 1.0)
+            rows = ds.rows[fk.source]
             for rid in live[fk.source]:
                 if fill >= 1.0 or rng.random() < fill:
-                    ds.rows[fk.source][rid][fk.column] = rng.choice(live[fk.target])
+                    rows[rid][fk.column] = rng.choice(live[fk.target])
+            if live[fk.source] and not any(rows[rid][fk.column] for rid in live[fk.source]):
+                rows[live[fk.source][0]][fk.column] = rng.choice(live[fk.target])  # every edge type occurs
+    _current_versions(ds, live)
     for spec in ds.link_specs:
         if spec.left in sets and spec.right in sets and live[spec.right]:
             lo, hi, p = _LINK_FANOUT.get(spec.name, _DEFAULT_FANOUT)
@@ -525,6 +549,8 @@ def generate(
                         live[spec.right], min(len(live[spec.right]), rng.randint(lo, hi))
                     ):
                         pairs.add((rid, target))
+            if not pairs and live[spec.left]:  # every edge type occurs, however rare
+                pairs.add((rng.choice(live[spec.left]), rng.choice(live[spec.right])))
     ds.touch()
     return ds
 
