@@ -313,4 +313,3 @@ class FeedCursors:
 
     def _serialised(self) -> Any:
         return self.store.guard(CURSORS_FOLDER)
-

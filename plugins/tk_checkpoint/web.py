@@ -6,7 +6,7 @@
     GET /tk-checkpoints/runs/{run_id}      one run: loaders, tries, last failures with their errors
     GET /tk-checkpoints/api/runs           the runs as JSON (as ``tk-checkpoint list --json``)
     GET /tk-checkpoints/api/runs/{run_id}  one run as JSON (as ``tk-checkpoint show --json``)
-    GET /tk-checkpoints/api/cursors        the SyncFeed cursors of tk_sync (as ``tk-checkpoint cursors --json``)
+    GET /tk-checkpoints/api/cursors        tk_sync's SyncFeed cursors (as ``tk-checkpoint cursors --json``)
 
 The runs page also shows the cursors table (type, skiptoken, the feed's head, behind head, caught up at)
 when tk_sync has written any.
