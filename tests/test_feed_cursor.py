@@ -25,7 +25,7 @@ from tk_checkpoint import (
 )
 from tk_checkpoint.cursor import CURSORS_FOLDER
 
-from tests.test_checkpoint_s3 import BUCKET, base, keys, s3  # noqa: F401  (the moto server fixtures)
+from tests.test_checkpoint_s3 import BUCKET, CONN_ID, keys, s3  # noqa: F401  (the moto server fixture)
 
 RUN = "scheduled__2026-12-02T20:00:00+00:00"
 LATER = "scheduled__2026-12-02T21:00:00+00:00"
@@ -254,7 +254,17 @@ def test_concurrent_advances_from_processes_lose_nothing(tmp_path):
         assert len(r["written"]) + r["refused"] == len(range(s, 800, 2))
 
 
-def test_cursors_on_object_storage(s3, base):  # noqa: F811  (the fixtures imported above)
+@pytest.fixture
+def s3_base(s3, request, monkeypatch):  # noqa: F811  (the fixture imported above)
+    """A base on this module's moto server, under a connection id of its own: Airflow caches a store per
+    connection id, and the one of test_checkpoint_s3 may still point at that module's (stopped) server."""
+    conn_id = "tk_s3_cursor_test"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"])
+    return f"s3://{conn_id}@{BUCKET}/{request.node.name}"
+
+
+def test_cursors_on_object_storage(s3, s3_base):  # noqa: F811
+    base = s3_base
     cursors = FeedCursors(base)
     cursors.advance("Persoon", 250, run_id=RUN, head_skiptoken=1000)
     with pytest.raises(CursorBackwardsError):
