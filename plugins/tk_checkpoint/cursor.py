@@ -65,6 +65,13 @@ def _bad(where: str, what: str) -> CorruptCheckpointError:
     )
 
 
+def _now() -> datetime:
+    """Now in UTC, to the millisecond: what a cursor file stores, so a returned state equals the one read
+    back."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -178,7 +185,12 @@ class FeedCursors:
         if data is None:
             return None
         where = self.store.url(key)
-        state = CursorState.from_document(ff.decode_document(data, where), where)
+        try:
+            doc = ff.decode_document(data, where)
+        except CorruptCheckpointError as exc:  # not JSON: the same message, with the fix
+            what = str(exc).split(" is damaged: ", 1)[-1]
+            raise _bad(where, what) from exc
+        state = CursorState.from_document(doc, where)
         if state.type_name != type_name:
             raise _bad(where, f"it names type {state.type_name!r}, not {type_name!r}")
         return state
@@ -227,7 +239,7 @@ class FeedCursors:
                     f"{old.skiptoken} are already committed. To sync again from {skiptoken}, reset it: "
                     f"`tk-checkpoint reset-cursor {type_name} --skiptoken {skiptoken}`."
                 )
-            now = datetime.now(UTC)
+            now = _now()
             head = head_skiptoken if head_skiptoken is not None else (old.head_skiptoken if old else None)
             if caught_up and head_skiptoken is None:
                 head = skiptoken if head is None else max(head, skiptoken)
@@ -260,7 +272,7 @@ class FeedCursors:
                 CursorState(
                     type_name=type_name,
                     skiptoken=skiptoken,
-                    updated_at=datetime.now(UTC),
+                    updated_at=_now(),
                     head_skiptoken=old.head_skiptoken if old else None,
                     caught_up_at=None,
                     last_run_id=run_id,
@@ -301,4 +313,3 @@ class FeedCursors:
 
     def _serialised(self) -> Any:
         return self.store.guard(CURSORS_FOLDER)
-
