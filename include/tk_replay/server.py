@@ -6,6 +6,9 @@
         server.set_faults(FaultConfig())    # change faults at run time
         server.dataset.mutate(seed=2)       # change the data between loads
 
+The SyncFeed of the same data is under ``/SyncFeed/2.0`` (``Feed``, ``Entiteiten/<id>``,
+``Resources/<id>``; :mod:`include.tk_replay.syncfeed_server`), with the same faults.
+
 Admin endpoints (not part of the TK API): ``GET /_faults`` (config and counts), ``POST /_faults`` (a JSON
 :class:`FaultConfig`; ``{}`` clears), ``GET /_stats``, ``POST /_mutate`` (``{"seed": 1, "fraction": 0.05}``).
 """

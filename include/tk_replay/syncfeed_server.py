@@ -13,12 +13,12 @@ new links, new rows, tombstones) and re-emissions of unchanged rows (data repair
 Rows become entity XML through the entity table's feed mapping (:attr:`Entity.feed_columns`,
 :attr:`Entity.feed_refs`) and :mod:`include.tk_replay.syncfeed_atom`, in the XSD's element order
 (:func:`xsd_order`, read from the copies of ``tk-api/syncfeed-xsd`` in ``include/tk_replay/data``).
-The quirks of the live feed (``../shared/tk-api/SYNCFEED.md`` §2): ``ns1:`` for Toezegging, Vergadering and
-Verslag; ``True`` for
-Persoon tombstones; three timestamp forms by category (:data:`TIME_STYLES`); the category echoed in lower
-case in links, some categories with ``skiptoken`` first (:data:`SKIPTOKEN_FIRST`); request parameters
-in either order and any case; repeated refs; ``xsi:nil``; an unknown category is an empty, caught-up
-feed. 250 entries a page (:data:`PAGE_SIZE`); the empty page past the head has ``rel="resume"``.
+The quirks of the live feed (``../shared/tk-api/SYNCFEED.md`` §2): ``ns1:`` for Toezegging, Vergadering
+and Verslag; ``True`` for Persoon tombstones; three timestamp forms by category (:data:`TIME_STYLES`); the
+category echoed in lower case in links, some categories with ``skiptoken`` first
+(:data:`SKIPTOKEN_FIRST`); request parameters in either order and any case; repeated refs; ``xsi:nil``;
+stamped refs (``tk:bijgewerkt`` on toezegging's ``isHerhalingVan``…); an unknown category is an empty,
+caught-up feed. 250 entries a page (:data:`PAGE_SIZE`); the empty page past the head has ``rel="resume"``.
 
 Faults (:mod:`include.tk_replay.faults`) apply as to OData: latency and the random kinds per request,
 and ``fail_after_entity``/``fail_after_items`` for a category: a page that would reach beyond entry N of
