@@ -297,3 +297,20 @@ def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_sync(
             for name in CRASH_TYPES:
                 assert FeedCursors(base).get(name).skiptoken == change_log(ds).head
     assert partial >= 8, f"only {partial} of 20 kills landed mid-sync"
+
+
+def test_the_three_timestamp_forms_give_what_odata_serves():
+    """``…Z``, naive UTC and ``+02:00`` of one instant: the same ApiGewijzigdOp (UTC) and GewijzigdOp
+    (Amsterdam time), 7 digits kept, as OData writes them."""
+    from include.loaders.feed_rows import odata_time
+
+    forms = (
+        "2023-08-29T11:10:24.0962032Z",
+        "2023-08-29T11:10:24.0962032",
+        "2023-08-29T13:10:24.0962032+02:00",
+    )
+    assert {odata_time(f) for f in forms} == {"2023-08-29T11:10:24.0962032Z"}
+    assert {odata_time(f, local=True) for f in forms} == {"2023-08-29T13:10:24.0962032+02:00"}
+    assert odata_time("2008-01-02T12:13:04Z", local=True) == "2008-01-02T13:13:04.0000000+01:00"  # winter
+    with pytest.raises(ValueError, match="not a SyncFeed timestamp"):
+        odata_time("29-08-2023")

@@ -247,8 +247,8 @@ def sync_type(
     """
     ent = get_entity(entity)
     ledger = ledger if ledger is not None else NullLedger()
+    state = cursors.get(ent.name) if cursors is not None else None
     if start_skiptoken is None:
-        state = cursors.get(ent.name) if cursors is not None else None
         start_skiptoken = state.skiptoken if state is not None else 0
     writer = GraphWriter(driver, database, guard=FEED_POSITION)
     writer.ensure_constraints(all_labels([ent]))
@@ -261,6 +261,9 @@ def sync_type(
         writer=writer,
         batch_size=batch_size,
     )
+    if state is not None and state.skiptoken > start_skiptoken:
+        # a range below the cursor (re-read on purpose): the cursor never moves back (reset() does that)
+        sync.result.cursor = state.skiptoken
     resuming = ledger.processed_count > 0
     log.info(
         "▶️ Syncing %s from skiptoken %d%s%s",
