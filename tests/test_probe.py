@@ -21,13 +21,14 @@ import pytest
 
 from include.loaders.api_metadata import ODataSchema, reference_schema
 from include.loaders.api_profiles import PROFILES
+from include.loaders.entities import ENTITIES
 from include.loaders.probe import ProbeSettings, run_probe
 from include.loaders.probe_report import write_report
 from include.loaders.tk_api_cli import main
 from include.tk_replay import Dataset, FaultConfig, ReplayServer
 
 ROOT = Path(__file__).resolve().parent.parent
-SETS = ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit", "Verslag")
+SETS = tuple(ENTITIES)  # the probe asks about every entity of the table
 
 
 @pytest.fixture(scope="module")

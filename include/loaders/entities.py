@@ -539,7 +539,7 @@ def _zetel_bezetting(
 ) -> Entity:
     """Who (a person) or what (a vacancy for a party) fills a committee or party seat, from when to when."""
     seat_fk = f"{seat}_Id"
-    rels = [Relationship(seat_rel, seat, foreign_key=seat_fk, doc=f"the {seat} seat this fills")]
+    rels = [Relationship(seat_rel, seat, foreign_key=seat_fk, doc=f"the seat ({seat}) this fills")]
     if other:
         rels.append(Relationship(other_rel, other, foreign_key=f"{other}_Id", doc=other_doc))
     return Entity(
