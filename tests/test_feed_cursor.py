@@ -206,6 +206,8 @@ def test_sigkill_at_random_moments_never_tears_or_loses_an_advance(tmp_path):
         assert acked <= state.skiptoken <= attempted, f"trial {trial}: {state.skiptoken} out of range"
         assert state.head_skiptoken == state.skiptoken + 10
     assert acked > 25  # the kills landed while it was advancing
+    FeedCursors(folder).advance("Zaak", attempted, run_id="after")
+    assert os.listdir(folder / CURSORS_FOLDER) == ["Zaak.json"]  # temp files of killed writers removed
 
 
 SAME_TYPE = textwrap.dedent(

@@ -196,6 +196,7 @@ class FeedCursors:
         return state
 
     def _write(self, state: CursorState) -> CursorState:
+        self.store.remove_stale_temps(CURSORS_FOLDER)  # left by writers that were killed mid-write
         self.store.write(
             cursor_key(state.type_name), ff.encode_document(state.document()), fsync=self.settings.fsync
         )
@@ -241,8 +242,8 @@ class FeedCursors:
                 )
             now = _now()
             head = head_skiptoken if head_skiptoken is not None else (old.head_skiptoken if old else None)
-            if caught_up and head_skiptoken is None:
-                head = skiptoken if head is None else max(head, skiptoken)
+            if head is None and caught_up:
+                head = skiptoken
             if head is not None:
                 head = max(head, skiptoken)
             return self._write(
@@ -312,4 +313,6 @@ class FeedCursors:
         return rows
 
     def _serialised(self) -> Any:
+        """One read-check-write of a cursor at a time between the processes of this machine (a ``flock``
+        on the folder; a no-op on object storage, which has no such lock)."""
         return self.store.guard(CURSORS_FOLDER)
