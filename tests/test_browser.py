@@ -3,9 +3,9 @@
 Against a real ``airflow standalone``: a real DAG run of ``tk_ingest`` against the offline TK API, in which
 one Zaak row carries HTML in a date field, so that item fails with an error text holding that HTML. Then,
 as a user would: log in on the UI's login page, open *Browse -> Checkpoints* from the menu, see the run
-with its progress bars, open the DAG run's *Checkpoints* tab and read the failed item's error as text
-(escaped: no element made of it, no script run). Screenshots go to ``.local/artifacts/`` (``.ci/run``
-prints where).
+with its progress bars and a SyncFeed cursor in the cursors table, open the DAG run's *Checkpoints* tab
+and read the failed item's error as text (escaped: no element made of it, no script run). Screenshots go
+to ``.local/artifacts/`` (``.ci/run`` prints where).
 
 Playwright never downloads a browser here: it launches the system's ``chromium`` (``TK_CHROMIUM``,
 default ``/usr/bin/chromium``; ``.ci/run`` installs it). Missing either, the test skips, or fails under CI.
@@ -66,7 +66,7 @@ def dataset_with_html_error() -> tuple[Dataset, str]:
 
 def test_dashboard_in_chromium(chromium, neo4j_empty, tmp_path):
     from playwright.sync_api import expect, sync_playwright
-    from tk_checkpoint import CheckpointManager
+    from tk_checkpoint import CheckpointManager, FeedCursors
 
     dataset, bad = dataset_with_html_error()
     checkpoints = tmp_path / "checkpoints"
@@ -93,6 +93,8 @@ def test_dashboard_in_chromium(chromium, neo4j_empty, tmp_path):
             zaken = CheckpointManager(str(checkpoints)).read_loader(run_id, "load_zaken.0")
             # what the page must show: the one failure, its error holding the markup
             assert set(zaken.failed) == {bad} and EVIL in zaken.failed[bad]["error"]
+            # and a SyncFeed cursor of tk_sync's, shown below the runs
+            FeedCursors(str(checkpoints)).advance("Persoon", 750, run_id=run_id, head_skiptoken=1000)
 
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             with sync_playwright() as p:
@@ -121,6 +123,10 @@ def test_dashboard_in_chromium(chromium, neo4j_empty, tmp_path):
                         has_text=f"{n - 1} / {n}"
                     )
                     expect(zaak_row.locator(".bar > span")).to_be_visible()
+                    heading = "SyncFeed cursors: 1 type, 1 behind the head"
+                    expect(runs.locator("h2#cursors")).to_have_text(heading)
+                    cursor = runs.locator("tr.cursor", has_text="Persoon")
+                    expect(cursor.locator("td.num")).to_have_text(["750", "1,000", "250"])
                     page.screenshot(path=str(ARTIFACTS / "dashboard-runs.png"))
 
                     # the DAG run's Checkpoints tab: the plugin's dag_run view

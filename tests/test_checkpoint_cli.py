@@ -161,3 +161,88 @@ def test_base_from_environment_and_module_entry_point(base, monkeypatch):
     # fast and free of Airflow: the CLI must not import it for a local base
     code = "import sys, tk_checkpoint.cli; assert 'airflow' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --- SyncFeed cursors ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cursors(base):
+    from tk_checkpoint import FeedCursors
+
+    feed = FeedCursors(base)
+    feed.advance("Persoon", 750, run_id=NEW, head_skiptoken=1000)
+    feed.advance("Zaak", 2000, run_id=NEW, caught_up=True)
+    return feed
+
+
+def test_list_shows_a_cursors_section_only_when_there_are_cursors(base, capsys, cursors):
+    code, out, _ = run(capsys, "list", "--base", base)
+    assert code == 0 and out.index(NEW) < out.index("SyncFeed cursors: 2 types, 1 behind the head")
+    persoon = next(line for line in out.splitlines() if line.strip().startswith("Persoon"))
+    assert persoon.split()[:5] == ["Persoon", "750", "1000", "250", "never"] and persoon.endswith(NEW)
+    zaak = next(line for line in out.splitlines() if line.strip().startswith("Zaak"))
+    caught = cursors.get("Zaak").caught_up_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert zaak.split()[:4] == ["Zaak", "2000", "2000", "0"] and caught in zaak
+    code, out, _ = run(capsys, "list", "--base", base, "--json")  # the runs, as before (and as api/runs)
+    assert [r["run_id"] for r in json.loads(out)] == [NEW, OLD]
+
+
+def test_list_without_cursors_has_no_cursors_section(base, capsys):
+    code, out, _ = run(capsys, "list", "--base", base)
+    assert code == 0 and "SyncFeed cursors" not in out
+
+
+def test_cursors_command_text_json_and_one_type(base, capsys, cursors):
+    code, out, _ = run(capsys, "cursors", "--base", base)
+    assert code == 0 and "BEHIND HEAD" in out and "CAUGHT UP AT (UTC)" in out and "Persoon" in out
+    code, out, _ = run(capsys, "cursors", "--base", base, "--json")
+    rows = json.loads(out)
+    assert rows == [c.to_dict() for c in cursors.all().values()]
+    assert [(r["type_name"], r["skiptoken"], r["behind"]) for r in rows] == [
+        ("Persoon", 750, 250),
+        ("Zaak", 2000, 0),
+    ]
+    code, out, _ = run(capsys, "cursors", "--type", "Zaak", "--base", base, "--json")
+    assert code == 0 and json.loads(out) == [cursors.get("Zaak").to_dict()]
+    code, _, err = run(capsys, "cursors", "--type", "Stemming", "--base", base)
+    assert code == 1 and "No cursor for type Stemming" in err
+    code, _, err = run(capsys, "cursors", "--type", "../x", "--base", base)
+    assert code == 2 and "Invalid feed type name" in err
+    code, out, _ = run(capsys, "cursors", "--base", str(Path(base) / "empty"))
+    assert code == 0 and "No SyncFeed cursors in" in out
+
+
+def test_cursors_report_a_damaged_file(base, capsys, cursors):
+    damaged = Path(base) / ".cursors" / "Zaak.json"
+    damaged.write_text("{ torn")
+    code, out, _ = run(capsys, "cursors", "--base", base)
+    assert code == 3 and "DAMAGED" in out and "Persoon" in out
+    code, out, _ = run(capsys, "cursors", "--base", base, "--json")
+    assert code == 3 and json.loads(out)[1]["state"] == "damaged"
+    code, out, _ = run(capsys, "list", "--base", base)
+    assert code == 3 and "1 damaged" in out
+    code, out, _ = run(capsys, "reset-cursor", "Zaak", "--skiptoken", "1500", "--yes", "--base", base)
+    assert code == 0 and "from a damaged cursor file to skiptoken 1500" in out
+    assert cursors.get("Zaak").skiptoken == 1500
+
+
+def test_reset_cursor_asks_and_goes_back(base, capsys, cursors, monkeypatch):
+    code, _, err = run(capsys, "reset-cursor", "Persoon", "--base", base)  # pytest's stdin: no terminal
+    assert code == 2 and "--yes" in err and cursors.get("Persoon").skiptoken == 750
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    prompts = []
+    monkeypatch.setattr("builtins.input", lambda prompt: prompts.append(prompt) or "n")
+    code, out, _ = run(capsys, "reset-cursor", "Persoon", "--skiptoken", "100", "--base", base)
+    assert code == 1 and "Nothing reset" in out and cursors.get("Persoon").skiptoken == 750
+    assert "Persoon (skiptoken 750) to skiptoken 100" in prompts[0]
+    monkeypatch.setattr("builtins.input", lambda prompt: "y")
+    code, out, _ = run(capsys, "reset-cursor", "Persoon", "--skiptoken", "100", "--base", base)
+    assert code == 0 and "from skiptoken 750 to skiptoken 100" in out
+    state = cursors.get("Persoon")
+    assert state.skiptoken == 100 and state.behind == 900 and state.caught_up_at is None
+    code, out, _ = run(capsys, "reset-cursor", "Zaak", "--yes", "--json", "--base", base)
+    assert code == 0 and json.loads(out) == {"reset": cursors.get("Zaak").to_dict(), "was": "skiptoken 2000"}
+    code, _, err = run(capsys, "reset-cursor", "Zaak", "--skiptoken", "-5", "--yes", "--base", base)
+    assert code == 2 and "skiptoken must be a whole number of 0 or more" in err
+    assert {"cursors", "reset-cursor"} <= {c.name for c in COMMANDS}

@@ -155,7 +155,7 @@ def test_app_fails_closed_without_a_login(manager, tmp_path):
     from tk_checkpoint.web import create_app
 
     client = TestClient(create_app(str(tmp_path)))
-    for path in ("/", f"/runs/{RUN_ID}", "/api/runs", f"/api/runs/{RUN_ID}"):
+    for path in ("/", f"/runs/{RUN_ID}", "/api/runs", f"/api/runs/{RUN_ID}", "/api/cursors"):
         assert client.get(path).status_code == 401, path
 
 
@@ -190,3 +190,44 @@ def test_a_negative_failures_count_is_a_client_error(manager, tmp_path):
     client = TestClient(_app(tmp_path))
     assert client.get(f"/api/runs/{RUN_ID}", params={"failures": -1}).status_code == 422
     assert client.get(f"/api/runs/{RUN_ID}", params={"failures": 0}).status_code == 200
+
+
+def test_runs_page_shows_the_cursors_table_only_when_there_are_cursors(manager, tmp_path):
+    from tk_checkpoint import FeedCursors
+    from tk_checkpoint.web import runs_page
+
+    assert "SyncFeed cursors" not in runs_page(manager, "/")
+    cursors = FeedCursors(tmp_path)
+    cursors.advance("Persoon", 750, run_id=RUN_ID, head_skiptoken=12000)
+    caught = cursors.advance("Zaak", 2000, run_id=RUN_ID, caught_up=True).caught_up_at
+    text = _text(runs_page(manager, "/"))
+    assert "SyncFeed cursors: 2 types, 1 behind the head" in text and "api/cursors" in text
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    assert re.search(rf"Persoon 750 12,000 11,250 never {stamp} {re.escape(RUN_ID)}", text)
+    assert re.search(rf"Zaak 2,000 2,000 0 {caught:%Y-%m-%d %H:%M:%S} {stamp} {re.escape(RUN_ID)}", text)
+    doc = json.loads((tmp_path / ".cursors" / "Zaak.json").read_text())
+    doc["type_name"] = "<b>Zaak</b>"  # a damaged file whose error quotes markup: shown as text
+    (tmp_path / ".cursors" / "Zaak.json").write_text(json.dumps(doc))
+    html = runs_page(manager, "/")
+    assert "1 damaged" in _text(html) and "<b>Zaak" not in html and "&lt;b&gt;Zaak&lt;/b&gt;" in html
+    assert re.search(r"Persoon 750", _text(html))  # the other cursor still shown
+
+
+def test_cursors_json_api_equals_the_cli_json(manager, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+    from tk_checkpoint import FeedCursors
+
+    client = TestClient(_app(tmp_path))
+    assert client.get("/api/cursors").json() == []
+    cursors = FeedCursors(tmp_path)
+    cursors.advance("Persoon", 750, run_id=RUN_ID, head_skiptoken=1000)
+    cursors.advance("Zaak", 2000, run_id=RUN_ID, caught_up=True)
+    answer = client.get("/api/cursors")
+    assert answer.status_code == 200
+    assert answer.json() == _cli_json(capsys, "cursors", "--base", str(tmp_path))
+    assert [(c["type_name"], c["behind"]) for c in answer.json()] == [("Persoon", 250), ("Zaak", 0)]
+    (tmp_path / ".cursors" / "Zaak.json").write_text("{ torn")
+    answer = client.get("/api/cursors")
+    assert answer.status_code == 200 and answer.json()[1]["state"] == "damaged"
+    assert answer.json() == _cli_json(capsys, "cursors", "--base", str(tmp_path))
+    assert "SyncFeed cursors" in TestClient(_app(tmp_path)).get("/").text

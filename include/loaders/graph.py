@@ -239,18 +239,21 @@ def _converted(entity: Entity) -> tuple[tuple[str, str], ...]:
     return tuple((name, spec.cypher) for _, name, spec in entity.columns if spec.cypher)
 
 
-def upsert_query(entity: Entity) -> str:
+def upsert_query(entity: Entity, guard: str | None = None) -> str:
     """The Cypher that merges a batch of live rows of ``entity`` with their owned edges (REPLACE).
 
     ``entity`` is a table entry or its served model (:func:`include.loaders.model.served_entity`): the
-    temporal properties it writes are the ones of its columns."""
+    temporal properties it writes are the ones of its columns. ``guard`` names a property that holds the
+    row's position in an ordered source (the SyncFeed's ``feedSkiptoken``): a row whose position is
+    older than the node's leaves the node and its edges as they are (the latest entry wins, whatever
+    the order of loading)."""
     label = _q(entity.label)
     converted = _converted(entity)
-    lines = [
-        "UNWIND $rows AS row",
-        f"MERGE (n:{label} {{id: row.id}})",
-        "SET n += row.props",
-    ]
+    lines = ["UNWIND $rows AS row", f"MERGE (n:{label} {{id: row.id}})"]
+    if guard is not None:
+        g = _q(guard)
+        lines.append(f"WITH n, row WHERE n.{g} IS NULL OR n.{g} <= row.props.{g}")
+    lines.append("SET n += row.props")
     if converted:
         sets = ", ".join(f"n.{_q(p)} = {fn}(row.t.{_q(p)})" for p, fn in converted)
         lines.append(f"SET {sets}")
@@ -271,14 +274,19 @@ def upsert_query(entity: Entity) -> str:
     return "\n".join(lines)
 
 
-def delete_query(entity: Entity) -> str:
-    """The Cypher that removes tombstoned ``entity`` nodes and every edge they have."""
-    return f"UNWIND $ids AS id MATCH (n:{_q(entity.label)} {{id: id}}) DETACH DELETE n"
+def delete_query(entity: Entity, guard: str | None = None) -> str:
+    """The Cypher that removes tombstoned ``entity`` nodes and every edge they have (with ``guard``: only
+    nodes whose position is not newer than the tombstone's, ``$positions[id]``)."""
+    query = f"UNWIND $ids AS id MATCH (n:{_q(entity.label)} {{id: id}})"
+    if guard is not None:
+        g = _q(guard)
+        query += f" WHERE n.{g} IS NULL OR n.{g} <= $positions[id]"
+    return query + " DETACH DELETE n"
 
 
-def batch_query(entity: Entity) -> str:
+def batch_query(entity: Entity, guard: str | None = None) -> str:
     """One statement for a whole batch: the tombstones ``$ids`` deleted first, then the live ``$rows``."""
-    return f"CALL () {{\n  {delete_query(entity)}\n}}\n{upsert_query(entity)}"
+    return f"CALL () {{\n  {delete_query(entity, guard)}\n}}\n{upsert_query(entity, guard)}"
 
 
 class GraphWriter:
@@ -287,14 +295,22 @@ class GraphWriter:
     Args:
         driver: a ``neo4j.Driver`` (from :func:`connect`, or any driver in tests and benchmarks).
         database: the Neo4j database; None = the server's default (or the connection's schema).
+        guard: a property holding each item's position in an ordered source (``feedSkiptoken`` for the
+            SyncFeed; in ``props`` of live and deleted items alike): an item older than the node
+            changes nothing (:func:`upsert_query`). None: every item is written.
     """
 
     def __init__(
-        self, driver: Driver, database: str | None = None, max_retry_seconds: float = MAX_RETRY_SECONDS
+        self,
+        driver: Driver,
+        database: str | None = None,
+        max_retry_seconds: float = MAX_RETRY_SECONDS,
+        guard: str | None = None,
     ) -> None:
         self.driver = driver
         self.database = database
         self.max_retry_seconds = max_retry_seconds
+        self.guard = guard
         self._queries: dict[tuple, str] = {}
 
     def _query_for(self, entity: Entity) -> str:
@@ -302,7 +318,7 @@ class GraphWriter:
         # (include.loaders.model) can differ between services, profiles and runs
         key = (entity.label, _converted(entity), entity.relationships)
         if key not in self._queries:
-            self._queries[key] = batch_query(entity)
+            self._queries[key] = batch_query(entity, self.guard)
         return self._queries[key]
 
     def ensure_constraints(self, labels: Iterable[str] | None = None) -> list[str]:
@@ -343,13 +359,16 @@ class GraphWriter:
         ids = [i.id for i in latest.values() if i.deleted]
         if not rows and not ids:
             return
+        params: dict[str, Any] = {"rows": rows, "ids": ids}
+        if self.guard is not None:
+            params["positions"] = {i.id: i.props.get(self.guard) for i in latest.values() if i.deleted}
         query = self._query_for(entity)
         deadline = time.monotonic() + self.max_retry_seconds
         delay = 0.2
         while True:
             try:
                 with self.driver.session(database=self.database) as session:
-                    session.run(query, rows=rows, ids=ids).consume()
+                    session.run(query, params).consume()
                 return
             except (Neo4jError, DriverError) as e:
                 if not e.is_retryable() or time.monotonic() + delay > deadline:

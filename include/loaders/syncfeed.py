@@ -247,7 +247,8 @@ class FeedEntry:
         deleted: ``tk:verwijderd`` read in any case; a tombstone has no fields and no refs.
         element: the entity element's local name (``fractieZetelPersoon``).
         fields: scalar child elements, local name -> text, or None for ``xsi:nil``. Values are the text as
-            written (the entity table converts them); a repeated element keeps its last value here.
+            written (the entity table converts them); a repeated element keeps its last value here. The
+            children of a structured element are named ``parent/child`` (``periode/van``).
         repeated: every element that occurred more than once as a scalar, local name -> all its values in
             document order (nothing is silently dropped).
         refs: reference elements (``<persoon ref="…"/>``), local name -> GUIDs in lower case, in document
@@ -359,11 +360,17 @@ def _feed_entry(
             if guid not in targets:
                 targets.append(guid)
             continue
-        nil = child.get(_XSI_NIL)
-        value = None if nil is not None and nil.strip().lower() in _TRUE else (child.text or "")
-        if name in fields:
-            repeated.setdefault(name, [fields[name]]).append(value)
-        fields[name] = value
+        nested = [g for g in child if isinstance(g.tag, str)]
+        if nested:  # a structured element (persoonNevenfunctie's periode/van): ``parent/child`` names
+            pairs = [(f"{name}/{_local(g.tag)[1]}", g) for g in nested]
+        else:
+            pairs = [(name, child)]
+        for key, node in pairs:
+            nil = node.get(_XSI_NIL)
+            value = None if nil is not None and nil.strip().lower() in _TRUE else (node.text or "")
+            if key in fields:
+                repeated.setdefault(key, [fields[key]]).append(value)
+            fields[key] = value
     return FeedEntry(
         id=entity_id,
         category=canonical_category(category or local),

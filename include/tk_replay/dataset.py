@@ -96,6 +96,9 @@ class Dataset:
         self._sorted: dict[str, list[str]] = {}
         self._adjacency: dict[tuple[str, str], dict[str, list[str]]] = {}
         self._ticks: dict[str, int] = {}
+        self.feed_log: Any = None
+        """The SyncFeed's change log (:func:`include.tk_replay.syncfeed_server.change_log`), built on
+        first use; :meth:`mutate` appends to it."""
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -312,10 +315,18 @@ class Dataset:
 
     # -- writing -----------------------------------------------------------------------------------
     def mutate(self, seed: int, **kwargs: Any) -> MutationReport:
-        """Apply deterministic changes with later ``ApiGewijzigdOp``s; see :func:`generator.mutate`."""
-        from include.tk_replay.generator import mutate
+        """Apply deterministic changes with later ``ApiGewijzigdOp``s; see :func:`generator.mutate`.
 
-        return mutate(self, seed, **kwargs)
+        The SyncFeed's change log gets every row the mutation bumped, then re-emissions of unchanged rows
+        (:meth:`include.tk_replay.syncfeed_server.ChangeLog.record_mutation`)."""
+        from include.tk_replay.generator import mutate
+        from include.tk_replay.syncfeed_server import change_log
+
+        with self.lock:
+            feed_log = change_log(self)  # the history up to now, before the change
+            report = mutate(self, seed, **kwargs)
+            feed_log.record_mutation(report, seed)
+        return report
 
     def live_ids(self, entity_set: str) -> list[str]:
         """Ids of the rows of ``entity_set`` that are not tombstones, in server order."""

@@ -184,6 +184,17 @@ _PROPERTY_VALUES: dict[tuple[str, str], Callable[[random.Random, int], Any]] = {
     ("Persoon", "Functie"): lambda rng, ticks: rng.choice(["Tweede Kamerlid", "Oud Kamerlid", "Minister"]),
     ("Commissie", "Afkorting"): lambda rng, ticks: rng.choice(_COMMISSIES)[1],
     ("Commissie", "NaamNL"): lambda rng, ticks: f"Vaste commissie voor {rng.choice(_COMMISSIES)[0]}",
+    # text properties the SyncFeed XSD types as a (partial) date, CCYY-MM-DD or CCYY
+    **{
+        (entity, prop): (lambda rng, ticks: _calendar_day(rng, ticks)[: rng.choice([4, 10])])
+        for entity, props in (
+            ("PersoonLoopbaan", ("Van", "TotEnMet")),
+            ("PersoonOnderwijs", ("Van", "TotEnMet")),
+            ("PersoonReis", ("Van", "TotEnMet")),
+            ("PersoonNevenfunctie", ("PeriodeVan", "PeriodeTotEnMet")),
+        )
+        for prop in props
+    },
 }
 
 REAL_SIZES: Mapping[str, int] = {

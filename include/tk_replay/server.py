@@ -15,6 +15,9 @@ the query engine of :mod:`include.tk_replay.odata`. Valid OData it does not impl
 malformed request 400, a format it cannot give 406, a write 405, each with the OData error body
 (``tests/test_odata_conformance.py`` names the section each behaviour follows).
 
+The SyncFeed of the same data is under ``/SyncFeed/2.0`` (``Feed``, ``Entiteiten/<id>``,
+``Resources/<id>``; :mod:`include.tk_replay.syncfeed_server`), with the same faults.
+
 Admin endpoints (not part of the TK API): ``GET /_faults`` (config and counts), ``POST /_faults`` (a JSON
 :class:`FaultConfig`; ``{}`` clears), ``GET /_stats``, ``POST /_mutate`` (``{"seed": 1, "fraction": 0.05}``).
 """
@@ -36,6 +39,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from include.loaders.api_profiles import PROFILES, ApiProfile
+from include.tk_replay import syncfeed_server
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.faults import FaultConfig, FaultInjector
 from include.tk_replay.formats import negotiate_json, negotiate_metadata
@@ -217,6 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, _dumps(replay.fault_status()))
         if path == "/_stats":
             return self._send(200, _dumps(replay.stats()))
+        if path == syncfeed_server.PATH or path.startswith(syncfeed_server.PATH + "/"):
+            return self._syncfeed(replay, path[len(syncfeed_server.PATH) :].strip("/"), split.query)
         for profile in replay.profiles.values():
             if path == profile.path or path.startswith(profile.path + "/"):
                 break
@@ -477,6 +483,17 @@ class _Handler(BaseHTTPRequestHandler):
         for chunk in chunks:
             self.wfile.write(chunk)
 
+    def _syncfeed(self, replay: ReplayServer, rest: str, query: str) -> None:
+        """A SyncFeed request (:mod:`include.tk_replay.syncfeed_server`), with the same faults as OData."""
+        if self._inject(replay, data_request=True, rest=rest):
+            return
+        root = f"http://{self.headers.get('Host') or replay.host_port}{syncfeed_server.PATH}"
+        out = syncfeed_server.answer(replay.dataset, root, rest, query, replay.faults)
+        if out.status != 200:
+            return self._send(out.status, out.body, out.content_type)
+        replay._count("feed_pages")
+        self._send_body(out.body, out.content_type)
+
     def _authorized(self, expected: tuple[str, str]) -> bool:
         """Whether the request carries HTTP basic credentials equal to ``expected`` (user, password)."""
         scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
@@ -577,7 +594,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(_dumps(body), fmt.content_type)
 
     def _send_body(self, body: bytes, content_type: str = _JSON) -> None:
-        """Send a 200 JSON body, cut in half when this request drew the truncate fault."""
+        """Send a 200 body (JSON unless told), cut in half when this request drew the truncate fault."""
         replay = self.server.replay
         if self._truncate_pending:
             half = body[: len(body) // 2]

@@ -69,10 +69,14 @@ def element_name(type_name: str) -> str:
     return type_name[:1].lower() + type_name[1:]
 
 
-def format_feed_time(value: datetime, style: TimeStyle = "z") -> str:
+def format_feed_time(value: datetime | str, style: TimeStyle = "z") -> str:
     """``value`` (aware) in one of the feed's three forms, with 7 fractional digits (see :data:`TimeStyle`).
 
+    A ``str`` is taken as already written in the wanted form and returned as it is (a server that keeps
+    100-ns ticks writes all 7 digits itself; a datetime has only 6).
     Raises ValueError for a naive datetime: the writer must know which instant it writes."""
+    if isinstance(value, str):
+        return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{value!r} has no time zone; pass an aware datetime.")
     when = value.astimezone(_AMSTERDAM if style == "offset" else UTC)
@@ -110,10 +114,10 @@ def entity_element(
     type_name: str,
     entity_id: str,
     *,
-    bijgewerkt: datetime,
+    bijgewerkt: datetime | str,
     deleted: bool = False,
     fields: Sequence[tuple[str, Value]] = (),
-    refs: Sequence[tuple[str, str]] = (),
+    refs: Sequence[tuple[str, str] | tuple[str, str, str]] = (),
     prefixed: bool = False,
     order: Sequence[str] | None = None,
     time_style: TimeStyle = "z",
@@ -128,8 +132,12 @@ def entity_element(
         bijgewerkt: the source time (``tk:bijgewerkt``), written in ``time_style``.
         deleted: a tombstone: ``tk:verwijderd`` true and no children (``fields``/``refs`` ignored).
         fields: scalar elements ``(name, value)``; None is written ``xsi:nil="true"``; a name may repeat
-            (the live feed's repeated scalars). Datetime values use ``time_style`` too.
+            (the live feed's repeated scalars). Datetime values use ``time_style`` too. A name
+            ``parent/child`` is written nested, ``<parent><child>…</child></parent>``, the children of one
+            parent together at the place of the first (``periode/van`` of persoonNevenfunctie).
         refs: reference elements ``(name, guid)``, written ``<name ref="guid"/>``; a name may repeat.
+            ``(name, guid, bijgewerkt)`` adds ``tk:bijgewerkt`` (a ``referentieBijgewerktLiteral``:
+            toezegging's ``isHerhalingVan``…), the text as given.
         prefixed: the ``ns1:`` form instead of the default namespace.
         order: element names in the order to write them (the XSD's sequence); elements of other names
             follow. When None: all refs, then all fields, each in the order given (most XSDs' order).
@@ -152,15 +160,30 @@ def entity_element(
     if deleted:
         return (head + "/>").encode()
     prefix = "ns1:" if prefixed else ""
-    children: list[tuple[str, str]] = [
-        (ref_name, f"<{prefix}{ref_name} ref={quoteattr(guid.lower())}/>") for ref_name, guid in refs
-    ]
+    children: list[tuple[str, str]] = []
+    for ref in refs:
+        stamp = f" tk:bijgewerkt={quoteattr(ref[2])}" if len(ref) > 2 else ""
+        children.append((ref[0], f"<{prefix}{ref[0]} ref={quoteattr(ref[1].lower())}{stamp}/>"))
+    nested: dict[str, list[str]] = {}
     for field_name, value in fields:
+        parent, _, child = field_name.rpartition("/")
         if value is None:
-            children.append((field_name, f'<{prefix}{field_name} xsi:nil="true"/>'))
+            xml = f'<{prefix}{child} xsi:nil="true"/>'
         else:
             text = _text(value, field_name, time_style)
-            children.append((field_name, f"<{prefix}{field_name}>{text}</{prefix}{field_name}>"))
+            xml = f"<{prefix}{child}>{text}</{prefix}{child}>"
+        if not parent:
+            children.append((field_name, xml))
+        elif parent in nested:
+            nested[parent].append(xml)
+        else:
+            nested[parent] = [xml]
+            children.append((parent, ""))  # the parent's place; filled in below
+    if nested:
+        children = [
+            (n, f"<{prefix}{n}>{''.join(nested[n])}</{prefix}{n}>" if n in nested and not x else x)
+            for n, x in children
+        ]
     if order is not None:
         rank = {n: i for i, n in enumerate(order)}
         children.sort(key=lambda c: rank.get(c[0], len(rank)))  # stable: repeats keep their order
@@ -185,12 +208,14 @@ def feed_link(
 
     Args:
         base_url: the SyncFeed root (``http://host:port/SyncFeed/2.0``).
-        category: the type in PascalCase; in lower case when ``lower_case`` (``category=document``).
+        category: the type in PascalCase; in lower case when ``lower_case`` (``category=document``);
+            ``""`` for the global stream of all types (no ``category`` parameter).
         skiptoken: None for no skiptoken parameter.
         skiptoken_first: ``?skiptoken=N&category=X`` instead of ``?category=X&skiptoken=N``.
     """
-    cat = ("category", quote(category.lower() if lower_case else category, safe=""))
-    params = [cat] if skiptoken is None else [cat, ("skiptoken", str(int(skiptoken)))]
+    params = [("category", quote(category.lower() if lower_case else category, safe=""))] if category else []
+    if skiptoken is not None:
+        params.append(("skiptoken", str(int(skiptoken))))
     if skiptoken_first:
         params.reverse()
     return f"{base_url.rstrip('/')}/Feed?" + "&".join(f"{k}={v}" for k, v in params)
@@ -213,7 +238,7 @@ class AtomEntry:
     entity_id: str
     category: str
     skiptoken: int
-    updated: datetime
+    updated: datetime | str
     content: bytes
     enclosure: bool = False
     time_style: TimeStyle = "z"
@@ -243,7 +268,7 @@ def feed_page(
         self_skiptoken: the skiptoken the page was asked with (its ``self`` link and ``id``).
         updated: the feed's ``<updated>`` (default: the newest entry's time, else now).
     """
-    newest = updated or max((e.updated for e in entries), default=None)
+    newest = updated or max((e.updated for e in entries if isinstance(e.updated, datetime)), default=None)
     return b"".join(
         feed_page_chunks(
             base_url,

@@ -8,9 +8,11 @@ Modules, by concept: ``names`` (names, keys, redaction), ``settings`` (``Checkpo
 ``fileformat`` and ``idset`` (the files), ``store`` and ``lock`` (storage, the writer lock), ``state``
 (``LoaderState``: a loader's files read back), ``manager`` (``CheckpointManager``: runs), ``loader``
 (``LoaderCheckpoint``: one loader's writer, the load loop's ledger), ``present`` (text for people),
-``listener`` (Airflow), ``cli``/``web``/``resume`` (the command line and the dashboard).
+``listener`` (Airflow), ``cli``/``web``/``resume`` (the command line and the dashboard), ``cursor``
+(``FeedCursors``: the durable per-type SyncFeed cursors of ``tk_sync``).
 """
 
+from .cursor import CursorBackwardsError, CursorState, FeedCursors
 from .errors import (
     CheckpointError,
     CheckpointLockedError,
@@ -36,6 +38,9 @@ __all__ = [
     "CheckpointManager",
     "CheckpointSettings",
     "CorruptCheckpointError",
+    "CursorBackwardsError",
+    "CursorState",
+    "FeedCursors",
     "InvalidNameError",
     "JournalBrokenError",
     "LoaderCheckpoint",

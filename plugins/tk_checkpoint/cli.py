@@ -1,4 +1,5 @@
-"""``tk-checkpoint``: inspect and manage checkpoint runs (list, show, delete, cleanup, resume, unlock).
+"""``tk-checkpoint``: inspect and manage checkpoint runs (list, show, delete, cleanup, resume, unlock) and the
+SyncFeed cursors of ``tk_sync`` (cursors, reset-cursor).
 
 Each subcommand is one ``cmd_*`` function plus one :class:`Command` entry in :data:`COMMANDS`; adding a
 subcommand is exactly that (``resume`` lives in ``resume.py``). Every command takes ``--json`` and ``--base``.
@@ -23,8 +24,9 @@ from . import (
     resolve_base,
     validate_name,
 )
+from .cursor import FeedCursors
 from .manager import check_count
-from .present import format_holder, format_run, format_runs, is_damaged
+from .present import DAMAGED, format_cursors, format_holder, format_run, format_runs, is_damaged
 from .resume import RESUME_ARGUMENTS, cmd_resume
 
 EXIT_OK = 0
@@ -60,17 +62,25 @@ def _emit_json(obj: Any) -> None:
 
 
 def cmd_list(args: argparse.Namespace, mgr: CheckpointManager) -> int:
-    """Runs newest first, each with its loaders' progress and failures."""
+    """Runs newest first, each with its loaders' progress and failures; then, when tk_sync has written any,
+    the SyncFeed cursors (as `cursors`; --json lists the runs only, `cursors --json` the cursors)."""
     runs = mgr.list_runs(details=True, incomplete=args.incomplete, limit=args.limit)
+    cursors: list[dict[str, Any]] = []
     if args.json:
         _emit_json(runs)
-    elif not runs:
-        print("No incomplete runs found" if args.incomplete else f"No runs found in {mgr.checkpoint_dir}")
     else:
-        print(format_runs(runs))
+        if not runs:
+            print("No incomplete runs found" if args.incomplete else f"No runs found in {mgr.checkpoint_dir}")
+        else:
+            print(format_runs(runs))
+        cursors = FeedCursors(mgr.base).report()
+        if cursors:
+            print()
+            print(format_cursors(cursors))
     if args.incomplete and not runs:
         return EXIT_NOT_FOUND
-    return EXIT_CHECKPOINT if any(is_damaged(r) for r in runs) else EXIT_OK
+    damaged = any(is_damaged(r) for r in runs) or any(c.get("state") == DAMAGED for c in cursors)
+    return EXIT_CHECKPOINT if damaged else EXIT_OK
 
 
 def cmd_show(args: argparse.Namespace, mgr: CheckpointManager) -> int:
@@ -149,6 +159,62 @@ def cmd_unlock(args: argparse.Namespace, mgr: CheckpointManager) -> int:
     else:
         print(f"Removed the lock of {args.run_id}/{args.loader} held by {format_holder(holder)}")
     return EXIT_OK if holder is not None else EXIT_NOT_FOUND
+
+
+def cmd_cursors(args: argparse.Namespace, mgr: CheckpointManager) -> int:
+    """The SyncFeed cursor of each type tk_sync has synced: its skiptoken (everything up to it is in Neo4j),
+    the feed's head as last seen, how far behind it the cursor is, when the type last caught up, and the
+    run that wrote it. --type shows one type."""
+    cursors = FeedCursors(mgr.base)
+    if args.type is not None:
+        state = cursors.get(args.type)
+        if state is None:
+            print(f"No cursor for type {args.type} in {cursors.folder}", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        rows = [state.to_dict()]
+    else:
+        rows = cursors.report()
+    if args.json:
+        _emit_json(rows)
+    elif not rows:
+        print(f"No SyncFeed cursors in {cursors.folder}")
+    else:
+        print(format_cursors(rows))
+    return EXIT_CHECKPOINT if any(r.get("state") == DAMAGED for r in rows) else EXIT_OK
+
+
+def cmd_reset_cursor(args: argparse.Namespace, mgr: CheckpointManager) -> int:
+    """Set a type's SyncFeed cursor to --skiptoken (default 0: the next sync loads the type from scratch),
+    also backwards, which a sync never does (asks first unless --yes). A damaged cursor file is replaced."""
+    cursors = FeedCursors(mgr.base)
+    try:
+        old = cursors.get(args.type)
+        now = "no cursor" if old is None else f"skiptoken {old.skiptoken}"
+    except InvalidNameError:
+        raise
+    except CheckpointError:
+        now = "a damaged cursor file"
+    if not args.yes:
+        if not sys.stdin or not sys.stdin.isatty():
+            print(
+                f"Refusing to reset the cursor of {args.type} without confirmation: stdin is not a "
+                "terminal. Add --yes to reset it.",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+        answer = input(
+            f"Reset the cursor of {args.type} ({now}) to skiptoken {args.skiptoken}? The next sync of "
+            f"{args.type} then reads the feed from there. [y/N] "
+        )
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing reset.")
+            return EXIT_NOT_FOUND
+    state = cursors.reset(args.type, args.skiptoken)
+    if args.json:
+        _emit_json({"reset": state.to_dict(), "was": now})
+    else:
+        print(f"Reset the cursor of {args.type} from {now} to skiptoken {state.skiptoken}")
+    return EXIT_OK
 
 
 # --- registration --------------------------------------------------------------------------------
@@ -245,6 +311,25 @@ COMMANDS: tuple[Command, ...] = (
             RUN_ID,
             (("--loader",), {"required": True, "help": "the loader name, e.g. load_zaak or load_zaak.3"}),
             FORCE,
+        ),
+    ),
+    Command(
+        "cursors",
+        "show the SyncFeed cursor of each type: skiptoken, behind head, last caught up",
+        cmd_cursors,
+        ((("--type",), {"help": "only this type, e.g. Persoon"}),),
+    ),
+    Command(
+        "reset-cursor",
+        "set a type's SyncFeed cursor to --skiptoken (default 0: from scratch; asks unless --yes)",
+        cmd_reset_cursor,
+        (
+            (("type",), {"metavar": "TYPE", "help": "the SyncFeed type (category), e.g. Persoon"}),
+            (
+                ("--skiptoken",),
+                {"type": _count("skiptoken"), "default": 0, "help": "the new skiptoken (default 0)"},
+            ),
+            (("--yes", "-y"), {"action": "store_true", "help": "do not ask"}),
         ),
     ),
 )

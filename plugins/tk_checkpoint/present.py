@@ -357,3 +357,59 @@ def format_summary_line(loader: str, p: Mapping[str, Any]) -> str:
         f"{p['failed_count']} failed, {p['processed_count']}/{p['total_items'] or '?'} done, "
         f"{rate} items/s"
     )
+
+
+# --- SyncFeed cursors ----------------------------------------------------------------------------
+
+CURSOR_COLUMNS = (
+    ("TYPE", "type_name"),
+    ("SKIPTOKEN", "skiptoken"),
+    ("HEAD", "head"),
+    ("BEHIND HEAD", "behind"),
+    ("CAUGHT UP AT (UTC)", "caught_up"),
+    ("UPDATED (UTC)", "updated"),
+    ("LAST RUN", "last_run_id"),
+)
+
+
+def cursor_row(d: Mapping[str, Any]) -> dict[str, Any]:
+    """One type's cursor (``CursorState.to_dict()``, or a damaged entry of ``FeedCursors.report()``) as
+    shown in a table: the head and the distance to it '-' when never seen, 'never' when the type has not
+    caught up since its cursor was created or reset."""
+    if d.get("state") == DAMAGED:
+        return {"type_name": d.get("type_name"), "state": DAMAGED, "error": d.get("error")}
+    return {
+        "type_name": d.get("type_name"),
+        "skiptoken": d.get("skiptoken"),
+        "head": d.get("head_skiptoken"),
+        "behind": d.get("behind"),
+        "caught_up": format_when(d["caught_up_at"]) if d.get("caught_up_at") else "never",
+        "updated": format_when(d.get("updated_at")),
+        "last_run_id": d.get("last_run_id"),
+    }
+
+
+def cursors_heading(rows: Sequence[Mapping[str, Any]]) -> str:
+    """'SyncFeed cursors: 35 types, 3 behind the head, 1 damaged' (the counts that are not 0)."""
+    behind = sum(1 for r in rows if (r.get("behind") or 0) > 0)
+    damaged = sum(1 for r in rows if r.get("state") == DAMAGED)
+    parts = [f"{len(rows)} type{'' if len(rows) == 1 else 's'}"]
+    if behind:
+        parts.append(f"{behind} behind the head")
+    if damaged:
+        parts.append(f"{damaged} damaged")
+    return "SyncFeed cursors: " + ", ".join(parts)
+
+
+def format_cursors(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``tk-checkpoint cursors`` (and the section of ``list``): the heading, then a row per type with its
+    skiptoken, the feed's head as last seen, how far behind it is and when it last caught up."""
+    shown = []
+    for row in map(cursor_row, rows):
+        if row.get("state") == DAMAGED:
+            error = str(row.get("error") or "")[:DAMAGED_ERROR_CHARS]
+            shown.append([row["type_name"], DAMAGED.upper(), "", "", "", "", error])
+        else:
+            shown.append([row[key] for _, key in CURSOR_COLUMNS])
+    table = format_table([h for h, _ in CURSOR_COLUMNS], shown, right=(1, 2, 3))
+    return "\n".join([cursors_heading(rows), *_indent(table, "  ")])

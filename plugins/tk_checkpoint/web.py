@@ -6,6 +6,10 @@
     GET /tk-checkpoints/runs/{run_id}      one run: loaders, tries, last failures with their errors
     GET /tk-checkpoints/api/runs           the runs as JSON (as ``tk-checkpoint list --json``)
     GET /tk-checkpoints/api/runs/{run_id}  one run as JSON (as ``tk-checkpoint show --json``)
+    GET /tk-checkpoints/api/cursors        tk_sync's SyncFeed cursors (as ``tk-checkpoint cursors --json``)
+
+The runs page also shows the cursors table (type, skiptoken, the feed's head, behind head, caught up at)
+when tk_sync has written any.
 
 Every route needs an Airflow login with read access to DAGs: the api-server's own security dependency
 (a Bearer token, or the UI's ``_token`` cookie), so the page works inside the UI and nowhere else. The
@@ -30,7 +34,7 @@ from urllib.parse import quote
 import jinja2
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag
 
-from . import CheckpointManager, InvalidNameError, RunNotFoundError, present
+from . import CheckpointManager, FeedCursors, InvalidNameError, RunNotFoundError, present
 
 REFRESH_SECONDS = 15
 FAILURES_SHOWN = 20
@@ -208,6 +212,34 @@ RunEntry = _or_damaged(RunSummary)
 """An entry of ``api/runs``: a run, or a run file that could not be read."""
 
 
+class CursorReport(Report):
+    """One type's SyncFeed cursor (``CursorState.to_dict()``): everything up to ``skiptoken`` is in Neo4j;
+    ``behind`` is the feed's head as last seen minus it; ``caught_up_at`` the last time a sync reached it."""
+
+    type_name: str
+    skiptoken: int
+    updated_at: str
+    head_skiptoken: int | None = None
+    caught_up_at: str | None = None
+    last_run_id: str | None = None
+    behind: int | None = None
+
+
+class DamagedCursor(Report):
+    """A cursor file that could not be read: shown with its error, never hidden."""
+
+    type_name: str
+    state: Literal["damaged"]
+    error: str
+
+
+CursorEntry = Annotated[
+    Annotated[CursorReport, Tag("readable")] | Annotated[DamagedCursor, Tag("damaged")],
+    Discriminator(_readable_or_damaged),
+]
+"""An entry of ``api/cursors``: a cursor, or a cursor file that could not be read."""
+
+
 # --- the pages -----------------------------------------------------------------------------------
 
 
@@ -229,6 +261,8 @@ def templates() -> jinja2.Environment:
         try_row=present.try_row,
         reconcile_row=present.reconcile_row,
         reconcile_heading=present.reconcile_heading,
+        cursor_row=present.cursor_row,
+        cursors_heading=present.cursors_heading,
         model_entity=present.format_model_entity,
         model_heading=present.api_model_heading,
         anchor=quote,
@@ -244,9 +278,15 @@ def templates() -> jinja2.Environment:
 
 
 def runs_page(mgr: CheckpointManager, base_href: str, env: jinja2.Environment | None = None) -> str:
-    """Every run, newest first: a row per run (its loaders' sums) and a row per loader."""
+    """Every run, newest first: a row per run (its loaders' sums) and a row per loader; then the SyncFeed
+    cursors, when there are any."""
     page = (env or templates()).get_template("runs.html")
-    return page.render(runs=mgr.list_runs(details=True), where=mgr.checkpoint_dir, base_href=base_href)
+    return page.render(
+        runs=mgr.list_runs(details=True),
+        cursors=FeedCursors(mgr.base).report(),
+        where=mgr.checkpoint_dir,
+        base_href=base_href,
+    )
 
 
 def run_page(
@@ -310,5 +350,9 @@ def create_app(base: Any = None) -> Any:
             return manager().describe_run(run_id, failures=failures)
         except (RunNotFoundError, InvalidNameError) as e:
             raise not_found(e) from None
+
+    @app.get("/api/cursors", response_model=list[CursorEntry], response_model_exclude_unset=True)
+    def cursors_json() -> list[dict[str, Any]]:
+        return FeedCursors(base).report()
 
     return app
