@@ -12,7 +12,8 @@ updates, new and removed links, tombstones and re-emissions, in feed order per t
   (checkpoint run id = this DAG run's `run_id`); then one task per type, `sync_zaken`, `sync_stemmingen`,
   … (derived from the table), independent of each other. Types run in parallel up to
   `TK_SYNC_IN_FLIGHT` tasks at a time (default 4: the requests in flight), each type in feed order. Set
-  `TK_SYNC_POOL` to run them in an Airflow pool of yours instead (`airflow pools set tk_sync 4 "SyncFeed"`).
+  `TK_SYNC_POOL` to run them in an Airflow pool as well (`make run` and docker compose create `tk_sync`;
+  elsewhere: `airflow pools set tk_sync 4 "SyncFeed"`).
 * **Conf**: `types` restricts the run to some types (the others are skipped); `start` resets cursors
   before syncing, `{"*": 0}` (every type from scratch), `{"Persoon": 0, "Stemming": 25000000}` (from a
   skiptoken); `batch_size`. E.g.

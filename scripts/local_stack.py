@@ -35,6 +35,8 @@ from include.loaders.settings import ApiSettings
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("TK_STATE_DIR", ROOT / ".local"))
 PY = sys.executable
+SYNC_POOL = "tk_sync"
+"""The Airflow pool `make run` creates for tk_sync (TK_SYNC_IN_FLIGHT slots, default 4)."""
 
 
 @dataclass
@@ -389,9 +391,12 @@ def run(args: argparse.Namespace) -> int:
         STATE / "airflow",
         port=int(os.environ.get("TK_AIRFLOW_PORT", "8080")),
         host=os.environ.get("TK_AIRFLOW_HOST") or "127.0.0.1",
-        extra_env={"TK_API_BASE_URL": base, "TK_API_PROFILE": profile},
+        extra_env={"TK_API_BASE_URL": base, "TK_API_PROFILE": profile, "TK_SYNC_POOL": SYNC_POOL},
     )
     airflow.airflow("db", "migrate")
+    # tk_sync's SyncFeed requests in flight: an Airflow pool (dags/tk_sync.py runs its tasks in it)
+    in_flight = os.environ.get("TK_SYNC_IN_FLIGHT", "4")
+    airflow.airflow("pools", "set", SYNC_POOL, in_flight, "SyncFeed requests in flight (tk_sync)")
     airflow.start()
     airflow.wait_for_dag("tk_ingest")
     airflow.api("PATCH", "/dags/tk_ingest", json={"is_paused": False}).raise_for_status()

@@ -120,3 +120,28 @@ def test_extra_requirements_pin_what_the_local_install_pins(compose):
         assert pins[name.split("[")[0]] == version, package
     for name in ("apache-airflow-providers-neo4j", "neo4j-rust-ext"):
         assert f"{name}=={pins[name]}" in (ROOT / "requirements.txt").read_text()
+
+
+def test_tk_sync_runs_in_a_pool_that_airflow_init_creates(compose):
+    """tk_sync's tasks run in the Airflow pool TK_SYNC_POOL (dags/tk_sync.py); airflow-init creates it with
+    TK_SYNC_IN_FLIGHT slots, so no user has to before the first run."""
+    for name in [*AIRFLOW_SERVICES, "airflow-init"]:
+        env = _env(compose["services"][name])
+        assert env["TK_SYNC_POOL"] == "tk_sync", name
+        assert env["TK_SYNC_IN_FLIGHT"] == "${TK_SYNC_IN_FLIGHT:-4}", name
+    script = "\n".join(compose["services"]["airflow-init"]["command"])
+    assert 'airflow pools set tk_sync "$${TK_SYNC_IN_FLIGHT:-4}"' in script
+
+
+def test_tk_sync_dag_uses_the_pool_named_by_the_environment(monkeypatch):
+    """With TK_SYNC_POOL set, every per-type task of tk_sync is in that pool (the DAG file loaded as
+    Airflow loads it, then built again under the setting)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tk_sync_pool_test", ROOT / "dags" / "tk_sync.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("TK_SYNC_POOL", "tk_sync")
+    sync_tasks = [t for t in module.build_dag().tasks if t.task_id.startswith("sync_")]
+    assert len(sync_tasks) == 35
+    assert {t.pool for t in sync_tasks} == {"tk_sync"}
