@@ -117,3 +117,42 @@ def test_clear_and_resume_through_airflow_standalone(neo4j_empty, tmp_path):
                 airflow.wait_for_run("tk_ingest", other["dag_run_id"], timeout=300)  # every run has ended
             again = subprocess.run([TK_CHECKPOINT, "resume"], env=env, capture_output=True, text=True)
             assert again.returncode == 1 and "No incomplete runs found" in again.stdout
+
+
+def test_tk_sync_runs_in_airflow_standalone_in_its_pool(neo4j_empty, tmp_path):
+    """tk_sync under a real scheduler (LocalExecutor): the pool ``tk_sync`` created by the CLI as ``make run``
+    does, a triggered run of three types completes, each type's nodes are the dataset's live rows and each
+    cursor stands at the feed's head, caught up."""
+    from tk_checkpoint.cursor import FeedCursors
+
+    from include.loaders.sync import task_id_of
+    from include.tk_replay.syncfeed_server import change_log
+
+    types = ["Fractie", "Persoon", "Stemming"]
+    dataset = Dataset.generate(150, seed=9)
+    checkpoints = tmp_path / "checkpoints"
+    with ReplayServer(dataset) as server:
+        env = {
+            "TK_API_BASE_URL": server.url,
+            "TK_CHECKPOINT_BASE": str(checkpoints),
+            "TK_SYNC_POOL": "tk_sync",
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the run this test triggers
+        }
+        with running_standalone(tmp_path / "airflow", env, dag_id="tk_sync") as airflow:
+            airflow.airflow("pools", "set", "tk_sync", "4", "SyncFeed requests in flight (tk_sync)")
+            run_id = "manual__sync_test"
+            conf = json.dumps({"types": types})
+            airflow.airflow("dags", "trigger", "tk_sync", "--conf", conf, "-r", run_id)
+            airflow.api("PATCH", "/dags/tk_sync", json={"is_paused": False}).raise_for_status()
+            assert airflow.wait_for_run("tk_sync", run_id, timeout=600) == "success"
+            tis = airflow.api("GET", f"/dags/tk_sync/dagRuns/{run_id}/taskInstances?limit=1000").json()
+            ran = {ti["task_id"]: ti for ti in tis["task_instances"] if ti["state"] == "success"}
+            for name in types:
+                assert ran[task_id_of(ENTITIES[name])]["pool"] == "tk_sync", name
+        head = change_log(dataset).head
+    for name in types:
+        # loaded nodes (an edge to a type not synced leaves a bare target node with only its id)
+        q = f"MATCH (n:{name}) WHERE n.apiGewijzigdOp IS NOT NULL RETURN count(n) AS c"
+        assert neo4j_empty.execute_query(q).records[0]["c"] == len(dataset.live_ids(name)) > 0, name
+        cursor = FeedCursors(str(checkpoints)).get(name)
+        assert cursor is not None and cursor.skiptoken == head and cursor.caught_up_at is not None, name
