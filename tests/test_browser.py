@@ -22,6 +22,7 @@ import pytest
 
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.server import ReplayServer
+from tests.loader_fixtures import ORIGINAL_SIX as NAMED
 from tests.standalone_fixtures import running_standalone
 from tests.test_dag import first_day
 
@@ -58,7 +59,7 @@ def chromium() -> str:
 
 def dataset_with_html_error() -> tuple[Dataset, str]:
     """A small dataset in which one Zaak has HTML as its GewijzigdOp (a DATETIME): that item fails."""
-    dataset = Dataset.generate(20, seed=7)
+    dataset = Dataset.generate(20, seed=7, sets=NAMED)
     bad = sorted(dataset.rows["Zaak"])[0]
     dataset.rows["Zaak"][bad]["GewijzigdOp"] = EVIL
     return dataset, bad.lower()  # the checkpoint's item key

@@ -20,13 +20,12 @@ from include.loaders.entities import ENTITIES
 from include.tk_replay.dataset import Dataset
 from include.tk_replay.faults import FaultConfig
 from include.tk_replay.server import ReplayServer
+from tests.loader_fixtures import ORIGINAL_SIX as NAMED
 from tests.standalone_fixtures import running_standalone
 from tests.test_dag import first_day
 
 pytestmark = pytest.mark.standalone
 
-# The run names its entities (the original tool's six): all 35 of the table would make it slow for nothing.
-NAMED = ("Zaak", "Document", "Vergadering", "Agendapunt", "Activiteit", "Verslag")
 
 TK_CHECKPOINT = str(Path(sys.executable).parent / "tk-checkpoint")
 
