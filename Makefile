@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 PY := .venv/bin/python
 
-.PHONY: help setup run stop test replay docs bench bench-api bench-checkpoint bench-load bench-backfill lint format neo4j-start neo4j-stop neo4j-status bench
+.PHONY: help setup run stop test replay docs bench bench-api bench-checkpoint bench-load bench-backfill lint format neo4j-start neo4j-stop neo4j-status bench bench-sync
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,7 +57,11 @@ bench-backfill: setup ## parallel backfill in airflow standalone: 4 windows vs 1
 	@bash scripts/neo4j.sh start
 	@$(ENV) .venv/bin/python bench/bench_backfill.py
 
-bench: bench-api bench-checkpoint bench-load bench-backfill ## every benchmark (prints ratios)
+bench-sync: setup ## SyncFeed mirror, 35 types at 1/20: vs raw Neo4j ceiling, vs API bound at 4 in flight, growth, memory
+	@bash scripts/neo4j.sh start
+	@$(ENV) .venv/bin/python bench/bench_sync.py $(BENCH_SYNC_ARGS)
+
+bench: bench-api bench-checkpoint bench-load bench-backfill bench-sync ## every benchmark (prints ratios)
 
 adversarial-checkpoint: setup ## checkpoint side attacked: bad CLI input, damaged files, ENOSPC, SIGKILL, rival writers
 	@.venv/bin/python bench/adversarial_checkpoint.py
