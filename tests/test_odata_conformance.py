@@ -23,9 +23,11 @@ JSON_NATIVE = {"Edm.String", "Edm.Boolean", "Edm.Double"}
 @pytest.fixture(scope="module")
 def ds() -> Dataset:
     """Generated data, plus one Zaak linked to every Document (a related collection that pages)."""
-    data = Dataset.generate(300, seed=10)
+    data = Dataset.generate(
+        300, seed=10, sets=("Zaak", "Document", "Activiteit", "Agendapunt", "Vergadering", "Verslag")
+    )
     big = data.sorted_ids("Zaak")[0]
-    data.links["Zaak-Document"] |= {(big, d) for d in data.rows["Document"]}
+    data.links["Document-Zaak"] |= {(d, big) for d in data.rows["Document"]}  # held by Document (FOR_CASE)
     data.touch()
     return data
 
