@@ -265,9 +265,9 @@ def test_sigkill_at_random_moments_then_rerun_equals_an_uninterrupted_sync(
         reference = dump_without_bookkeeping(driver)
 
         # kill until 20 kills have landed mid-sync (some land before the first commit or after the last:
-        # on a loaded machine the share varies), at most 60 trials
+        # on a loaded machine the share varies, 17 of 60 in one CI run), at most 150 trials
         partial = trial = 0
-        while partial < 20 and trial < 60:
+        while partial < 20 and trial < 150:
             trial += 1
             wipe(driver)
             base, run_id = str(tmp_path / f"trial{trial}"), f"crash-{trial}"
